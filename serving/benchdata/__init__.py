@@ -1,0 +1,1 @@
+"""Offline benchmark builder: real photos and images from real neural generators."""

@@ -1,0 +1,1 @@
+"""Evaluation: UnivFD protocol reader, perturbations, per-domain results and reports."""

@@ -1,0 +1,1 @@
+"""Adapters: exact nearest-neighbour banks; the only package importing faiss."""

@@ -1,0 +1,1 @@
+"""Pure-numpy scoring core: no torch, faiss or I/O."""

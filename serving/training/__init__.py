@@ -1,0 +1,1 @@
+"""Torch training for the heads: losses (BCE, CVaR, AUC surrogate), SAM, trainers."""

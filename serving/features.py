@@ -84,7 +84,8 @@ class FeatureSet:
 def image_list_sha256(root: Path, items: Sequence[ImageItem]) -> str:
     """Hash of the image list: relative path, label, family and file content per item."""
     return sha256_strings(
-        f"{it.path}\t{it.label}\t{it.family}\t{sha256_file(root / it.path)}" for it in items
+        f"{it.path}\t{it.label}\t{it.family}\t{sha256_file(root / it.path)}"
+        for it in items
     )
 
 
@@ -160,7 +161,9 @@ def save_features(fs: FeatureSet, stem: Path) -> None:
     """Write ``<stem>.npz`` (arrays) and ``<stem>.json`` (provenance + npz sha256)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     npz = stem.with_suffix(".npz")
-    np.savez(npz, x=fs.x, y=fs.y, paths=np.array(fs.paths), families=np.array(fs.families))
+    np.savez(
+        npz, x=fs.x, y=fs.y, paths=np.array(fs.paths), families=np.array(fs.families)
+    )
     doc = {"meta": asdict(fs.meta), "npz": npz.name, "npz_sha256": sha256_file(npz)}
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2))
 

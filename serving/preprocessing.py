@@ -42,7 +42,9 @@ def _center_crop(img: Image.Image, size: int = SIZE) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def _resize_short(img: Image.Image, short: int, resample: Image.Resampling) -> Image.Image:
+def _resize_short(
+    img: Image.Image, short: int, resample: Image.Resampling
+) -> Image.Image:
     w, h = img.size
     s = short / min(w, h)
     new = (max(short, round(w * s)), max(short, round(h * s)))
@@ -96,13 +98,17 @@ def get_policy(name: str) -> PolicyFn:
         return POLICIES[name]
     except KeyError:
         known = ", ".join(sorted(POLICIES))
-        raise InvalidInputError(f"unknown preprocessing policy {name!r}; known: {known}") from None
+        raise InvalidInputError(
+            f"unknown preprocessing policy {name!r}; known: {known}"
+        ) from None
 
 
 def normalize(batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     """Turn uint8 images (n, 224, 224, 3) into CLIP-normalised float32 (n, 3, 224, 224)."""
-    if batch.ndim != 4 or batch.shape[-1] != 3:  # noqa: PLR2004
-        raise InvalidInputError(f"expected (n, h, w, 3) uint8 images, got shape {batch.shape}")
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise InvalidInputError(
+            f"expected (n, h, w, 3) uint8 images, got shape {batch.shape}"
+        )
     x = batch.astype(np.float32) / 255.0
     x = (x - CLIP_MEAN) / CLIP_STD
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -34,16 +34,30 @@ def write_tiny_clip(directory: Path, with_text: bool = True, seed: int = 0) -> P
     """Save a tiny CLIPModel (safetensors) plus a tokenizer into `directory`."""
     torch.manual_seed(seed)
     vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, image_size=224, patch_size=32, projection_dim=PROJ_DIM,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=224,
+        patch_size=32,
+        projection_dim=PROJ_DIM,
     )
     text = CLIPTextConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, vocab_size=514, max_position_embeddings=77,
-        projection_dim=PROJ_DIM, bos_token_id=512, eos_token_id=513, pad_token_id=513,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        vocab_size=514,
+        max_position_embeddings=77,
+        projection_dim=PROJ_DIM,
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
     )
     cfg = CLIPConfig(
-        text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=PROJ_DIM
+        text_config=text.to_dict(),
+        vision_config=vision.to_dict(),
+        projection_dim=PROJ_DIM,
     )
     model = CLIPModel(cfg).eval()
     directory.mkdir(parents=True, exist_ok=True)

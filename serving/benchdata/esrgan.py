@@ -1,11 +1,10 @@
 """Adapter: the ESRGAN-slim 2x super-resolution generator of UpscalerJS, run in torch.
 
 The npm package ``@upscalerjs/default-model@1.0.0`` (MIT) ships a TensorFlow.js
-layers model: ``model.json`` (Keras functional topology plus a weightsManifest) and
-little-endian float32 shards. We rebuild the Keras graph as a torch module from the
-JSON (only the layer classes this model uses), load every weight exactly once
-(Keras HWIO kernels become torch OIHW) and run it on the CPU in float32. As in
-UpscalerJS, the ``rdn`` architecture takes and returns pixel values in [0, 255].
+layers model: ``model.json`` (Keras functional topology and weightsManifest) and
+float32 shards. We rebuild the Keras graph in torch (only the layer classes it uses),
+load every weight exactly once (HWIO kernels become OIHW) and run it on the CPU in
+float32 on pixel values in [0, 255], as UpscalerJS does for the ``rdn`` architecture.
 """
 
 from __future__ import annotations
@@ -30,9 +29,7 @@ from serving.errors import ArtifactMismatchError, InvalidInputError, MissingWeig
 MODEL_ID: Final = "upscalerjs-default-model@1.0.0 (ESRGAN-slim x2)"
 NPM_SPEC: Final = "@upscalerjs/default-model@1.0.0"
 MODEL_RELDIR: Final = Path(".cache/assets/upscalerjs-default-model/package/models")
-WEIGHTS_SHA256: Final = (
-    "5cb464ae4d390ce0a771afd5feaf60fbfcdb18ab48a56db98cdf6b88202369de"
-)
+WEIGHTS_SHA256 = "5cb464ae4d390ce0a771afd5feaf60fbfcdb18ab48a56db98cdf6b88202369de"
 SCALE: Final = 2
 VALUE_MAX: Final = 255.0
 _REPO_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -89,11 +86,10 @@ def read_weights(model_dir: Path, manifest: list[Any]) -> tuple[Weights, str]:
     weights: Weights = {}
     digest = hashlib.sha256()
     for group in manifest:
-        blob = b""
-        for rel in group["paths"]:
-            if not (model_dir / rel).is_file():
-                raise MissingWeightsError(f"{model_dir / rel} absent; {_GET_HINT}")
-            blob += (model_dir / rel).read_bytes()
+        paths = [model_dir / rel for rel in group["paths"]]
+        if missing := [str(p) for p in paths if not p.is_file()]:
+            raise MissingWeightsError(f"{missing} absent; {_GET_HINT}")
+        blob = b"".join(p.read_bytes() for p in paths)
         digest.update(blob)
         offset = 0
         for spec in group["weights"]:
@@ -147,9 +143,8 @@ def _same_pad(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     for axis in (1, 0):  # F.pad lists the last dim (width) first
         size, k = x.shape[2 + axis], conv.kernel_size[axis]
         stride, dil = conv.stride[axis], conv.dilation[axis]
-        total = max(
-            (math.ceil(size / stride) - 1) * stride + (k - 1) * dil + 1 - size, 0
-        )
+        span = (math.ceil(size / stride) - 1) * stride + (k - 1) * dil + 1
+        total = max(span - size, 0)
         pads += [total // 2, total - total // 2]
     return nn.functional.pad(x, pads)
 
@@ -158,10 +153,8 @@ class _Conv2D(nn.Module):
     def __init__(self, cfg: Mapping[str, Any], pool: _WeightPool) -> None:
         super().__init__()
         name, padding = cfg["name"], cfg["padding"]
-        if cfg.get("data_format", "channels_last") != "channels_last":
-            raise UnsupportedModelError(f"Conv2D {name}: only channels_last")
-        if padding not in ("same", "valid"):
-            raise UnsupportedModelError(f"Conv2D {name}: padding {padding!r}")
+        if cfg["data_format"] != "channels_last" or padding not in ("same", "valid"):
+            raise UnsupportedModelError(f"Conv2D {name}: {padding=}, data_format")
         kh, kw = cfg["kernel_size"]
         groups, filters = int(cfg.get("groups", 1)), int(cfg["filters"])
         kernel = pool.take(f"{name}/kernel")
@@ -197,35 +190,19 @@ class _Op(nn.Module):
         return self.fn(xs)
 
 
-def _activation_layer(cfg: Mapping[str, Any], pool: _WeightPool) -> nn.Module:
-    act = _activation(cfg["activation"])
-    return _Op(lambda xs: act(xs[0]))
-
-
-def _add(cfg: Mapping[str, Any], pool: _WeightPool) -> nn.Module:
-    return _Op(lambda xs: functools.reduce(operator.add, xs))
-
-
-def _concatenate(cfg: Mapping[str, Any], pool: _WeightPool) -> nn.Module:
-    if cfg.get("axis", -1) not in (-1, 3):
-        raise UnsupportedModelError(f"Concatenate {cfg['name']}: only channel axis")
-    return _Op(lambda xs: torch.cat(xs, dim=1))  # NHWC axis 3 == NCHW dim 1
-
-
-def _upsampling2d(cfg: Mapping[str, Any], pool: _WeightPool) -> nn.Module:
-    if cfg.get("interpolation", "nearest") != "nearest":
-        raise UnsupportedModelError(f"UpSampling2D {cfg['name']}: only nearest")
-    sh, sw = (int(s) for s in cfg["size"])
-    return _Op(lambda xs: xs[0].repeat_interleave(sh, 2).repeat_interleave(sw, 3))
-
-
-_LAYERS: Final[dict[str, Callable[[Mapping[str, Any], _WeightPool], nn.Module]]] = {
-    "Conv2D": _Conv2D,
-    "Activation": _activation_layer,
-    "Add": _add,
-    "Concatenate": _concatenate,
-    "UpSampling2D": _upsampling2d,
-}
+def _weightless(cls: str, cfg: Mapping[str, Any]) -> Callable[[Tensors], torch.Tensor]:
+    """Return the parameter-free Keras layer ``cls`` as a function of its inputs."""
+    if cls == "Activation":
+        act = _activation(cfg["activation"])
+        return lambda xs: act(xs[0])
+    if cls == "Add":
+        return lambda xs: functools.reduce(operator.add, xs)
+    if cls == "Concatenate" and cfg["axis"] in (-1, 3):
+        return lambda xs: torch.cat(xs, dim=1)  # NHWC axis 3 == NCHW dim 1
+    if cls == "UpSampling2D" and cfg["interpolation"] == "nearest":
+        sh, sw = (int(v) for v in cfg["size"])
+        return lambda xs: xs[0].repeat_interleave(sh, 2).repeat_interleave(sw, 3)
+    raise UnsupportedModelError(f"layer {cfg['name']}: class {cls!r} or its options")
 
 
 def _inbound_names(layer: Mapping[str, Any]) -> list[str]:
@@ -258,9 +235,9 @@ class KerasGraph(nn.Module):
             cls = layer["class_name"]
             if cls == "InputLayer":
                 continue
-            if cls not in _LAYERS:
-                raise UnsupportedModelError(f"layer {layer['name']}: class {cls!r}")
-            self.ops[layer["name"]] = _LAYERS[cls](layer["config"], pool)
+            conf = layer["config"]
+            op = _Conv2D(conf, pool) if cls == "Conv2D" else _Op(_weightless(cls, conf))
+            self.ops[layer["name"]] = op
             self.edges.append((layer["name"], _inbound_names(layer)))
         pool.ensure_empty()
         self.layer_classes = sorted({str(x["class_name"]) for x in cfg["layers"]})
@@ -269,8 +246,7 @@ class KerasGraph(nn.Module):
         """Run the layers in file order (Keras saves them topologically sorted)."""
         values = {self.input_name: x}
         for name, inputs in self.edges:
-            out: torch.Tensor = self.ops[name]([values[i] for i in inputs])
-            values[name] = out
+            values[name] = self.ops[name]([values[i] for i in inputs])
         return values[self.output_name]
 
 
@@ -281,16 +257,13 @@ class EsrganX2:
     scale: Final = SCALE
 
     def __init__(
-        self,
-        model_dir: Path | None = None,
-        *,
-        expected_sha256: str | None = WEIGHTS_SHA256,
+        self, model_dir: Path | None = None, *, sha256: str | None = WEIGHTS_SHA256
     ) -> None:
         """Load the model found by :func:`find_esrgan_model`.
 
         Args:
             model_dir: explicit location; see :func:`find_esrgan_model`.
-            expected_sha256: pinned sha256 of the weights; ``None`` skips the check.
+            sha256: pinned sha256 of the weights; ``None`` skips the check.
 
         Raises:
             MissingWeightsError: if the model files are absent.
@@ -299,11 +272,9 @@ class EsrganX2:
         self.model_dir = find_esrgan_model(model_dir)
         spec = json.loads((self.model_dir / "model.json").read_text(encoding="utf-8"))
         weights, self._sha256 = read_weights(self.model_dir, spec["weightsManifest"])
-        if expected_sha256 is not None and self._sha256 != expected_sha256:
-            raise ArtifactMismatchError(
-                f"ESRGAN weights in {self.model_dir} have sha256 {self._sha256}, "
-                f"expected {expected_sha256}; {_GET_HINT}"
-            )
+        if sha256 is not None and self._sha256 != sha256:
+            msg = f"{self.model_dir}: weights sha256 {self._sha256} != {sha256}"
+            raise ArtifactMismatchError(f"{msg}; {_GET_HINT}")
         self.weight_names = sorted(weights)
         self.net = KerasGraph(spec["modelTopology"], weights).eval()
 
@@ -319,9 +290,7 @@ class EsrganX2:
             InvalidInputError: if ``img`` is not a non-empty RGB image.
         """
         if img.mode != "RGB" or img.width == 0 or img.height == 0:
-            raise InvalidInputError(
-                f"need a non-empty RGB image: {img.mode} {img.size}"
-            )
+            raise InvalidInputError(f"need non-empty RGB, got {img.mode} {img.size}")
         x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
         with torch.no_grad():
             y = self.net(x)[0].clamp(0.0, VALUE_MAX).round()

@@ -10,7 +10,9 @@ from serving.errors import InvalidInputError
 EMBEDDED_DEFAULT = "clip-vit-b16-int8"
 
 
-def load_encoder(name: str = EMBEDDED_DEFAULT, hf_dir: Path | None = None) -> ImageEncoder:
+def load_encoder(
+    name: str = EMBEDDED_DEFAULT, hf_dir: Path | None = None
+) -> ImageEncoder:
     """Return an encoder.
 
     Args:
@@ -32,4 +34,6 @@ def load_encoder(name: str = EMBEDDED_DEFAULT, hf_dir: Path | None = None) -> Im
         from serving.encoders.hf_clip import HfClipEncoder
 
         return HfClipEncoder(hf_dir)
-    raise InvalidInputError(f"unknown encoder {name!r}; use {EMBEDDED_DEFAULT!r} or 'hf'")
+    raise InvalidInputError(
+        f"unknown encoder {name!r}; use {EMBEDDED_DEFAULT!r} or 'hf'"
+    )

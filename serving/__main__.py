@@ -1,0 +1,7 @@
+"""Allow ``python -m serving``."""
+
+import sys
+
+from serving.cli import main
+
+sys.exit(main())

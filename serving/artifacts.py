@@ -1,0 +1,264 @@
+"""Adapter: trained-artifact directories and their checksummed manifest.
+
+Layout::
+
+    <dir>/manifest.json          everything model-coupled: encoder, policy, dims, k,
+                                 calibration, thresholds, versions, sha256 of each file
+    <dir>/heads/<name>/...       head weights (safetensors / JSON only, never pickle)
+
+`load_artifacts` verifies every file hash and, when given the running encoder, that
+the encoder and dimensions match what the heads were trained on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from serving import __version__
+from serving.encoders.base import EncoderInfo
+from serving.errors import ArtifactMismatchError, MissingWeightsError
+from serving.hashing import sha256_file
+from serving.heads.base import Head
+from serving.heads.knn import KnnHead
+from serving.heads.linear import LinearProbeHead
+from serving.heads.mlp import MlpHead
+from serving.scoring.calibration import Calibration
+
+MANIFEST_FILE: Final = "manifest.json"
+FORMAT_VERSION: Final = 1
+HEAD_KINDS: Final[dict[str, type[KnnHead] | type[LinearProbeHead] | type[MlpHead]]] = {
+    "knn": KnnHead,
+    "linear_probe": LinearProbeHead,
+    "mlp": MlpHead,
+}
+
+
+class EncoderRecord(BaseModel):
+    """The encoder and preprocessing the heads were trained on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    sha256: str
+    embed_dim: int
+    policy: str
+    normalised_output: bool = False
+    text_source: str = "none"
+    text_dim: int = 0
+
+    @classmethod
+    def from_info(
+        cls, info: EncoderInfo, policy: str, text_source: str = "none"
+    ) -> EncoderRecord:
+        """Build from a running encoder's identity and the versioned policy id."""
+        return cls(
+            id=info.encoder_id,
+            sha256=info.weights_sha256,
+            embed_dim=info.embed_dim,
+            policy=policy,
+            normalised_output=info.normalised,
+            text_source=text_source,
+            text_dim=info.text_dim if text_source != "none" else 0,
+        )
+
+
+class HeadRecord(BaseModel):
+    """One trained head: kind, its own parameters, and its calibration."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    params: dict[str, Any]
+    calibration: dict[str, Any]
+
+
+class Manifest(BaseModel):
+    """The artifact manifest (JSON), validated on load."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format_version: int
+    synthguard_version: str
+    created_utc: str
+    encoder: EncoderRecord
+    heads: dict[str, HeadRecord]
+    decision_head: str
+    training: dict[str, Any]
+    files: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Loaded, verified artifacts."""
+
+    directory: Path
+    manifest: Manifest
+    heads: dict[str, Head]
+    calibrations: dict[str, Calibration]
+
+
+def write_artifacts(
+    directory: Path,
+    encoder: EncoderRecord,
+    heads: dict[str, Head],
+    calibrations: dict[str, Calibration],
+    decision_head: str,
+    training: dict[str, Any],
+) -> Manifest:
+    """Save heads and write a manifest hashing every file.
+
+    Args:
+        directory: Output directory (created; existing head folders are replaced).
+        encoder: Encoder and policy record.
+        heads: Fitted heads by instance name (e.g. ``knn_k1``, ``linear_probe``).
+        calibrations: Calibration per head name (same keys as `heads`).
+        decision_head: Name of the head whose calibrated probability decides verdicts.
+        training: Provenance: data hashes, families, counts, timings.
+
+    Returns:
+        The manifest written to ``<directory>/manifest.json``.
+    """
+    if decision_head not in heads:
+        raise ArtifactMismatchError(
+            f"decision head {decision_head!r} not among {sorted(heads)}"
+        )
+    records: dict[str, HeadRecord] = {}
+    for name, head in heads.items():
+        params = head.save(directory / "heads" / name)
+        kind = _kind_of(head)
+        records[name] = HeadRecord(
+            kind=kind, params=params, calibration=calibrations[name].to_dict()
+        )
+    files = {
+        str(p.relative_to(directory)): sha256_file(p)
+        for p in sorted((directory / "heads").rglob("*"))
+        if p.is_file()
+    }
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        synthguard_version=__version__,
+        created_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        encoder=encoder,
+        heads=records,
+        decision_head=decision_head,
+        training=training,
+        files=files,
+    )
+    (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    return manifest
+
+
+def _kind_of(head: Head) -> str:
+    for kind, cls in HEAD_KINDS.items():
+        if isinstance(head, cls):
+            return kind
+    raise ArtifactMismatchError(f"cannot save head of type {type(head).__name__}")
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read and validate ``manifest.json`` (no hash checks).
+
+    Raises:
+        MissingWeightsError: no manifest in `directory`.
+        ArtifactMismatchError: the manifest is malformed or of another format.
+    """
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"{path} not found; train heads first with `synthguard train` (or `make demo`)"
+        )
+    try:
+        manifest = Manifest.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise ArtifactMismatchError(f"{path} is not a valid manifest: {exc}") from exc
+    if manifest.format_version != FORMAT_VERSION:
+        raise ArtifactMismatchError(
+            f"{path}: format {manifest.format_version}, this code reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def verify_files(directory: Path, manifest: Manifest) -> None:
+    """Check that every file listed in the manifest exists with its sha256.
+
+    Raises:
+        ArtifactMismatchError: a file is missing or differs.
+    """
+    for rel, expected in manifest.files.items():
+        path = directory / rel
+        if not path.is_file():
+            raise ArtifactMismatchError(f"{path} listed in the manifest is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ArtifactMismatchError(
+                f"{path}: sha256 {actual} != manifest {expected}"
+            )
+
+
+def check_encoder(manifest: Manifest, info: EncoderInfo, policy: str) -> None:
+    """Refuse to score with an encoder or policy other than the one trained on.
+
+    Raises:
+        ArtifactMismatchError: encoder id, weights hash, dimension or policy differ.
+    """
+    rec = manifest.encoder
+    got = (info.encoder_id, info.weights_sha256, info.embed_dim, policy)
+    want = (rec.id, rec.sha256, rec.embed_dim, rec.policy)
+    if got != want:
+        raise ArtifactMismatchError(
+            f"artifacts were trained on encoder/policy {want}, running {got}"
+        )
+
+
+def load_artifacts(
+    directory: Path, encoder: EncoderInfo | None = None, policy: str | None = None
+) -> Artifacts:
+    """Load and verify artifacts written by `write_artifacts`.
+
+    Args:
+        directory: Artifact directory.
+        encoder: When given, also check it matches the manifest (with `policy`).
+        policy: Versioned preprocessing policy id in use (e.g. ``clip_default@1``).
+
+    Raises:
+        MissingWeightsError: no manifest.
+        ArtifactMismatchError: hash, encoder, dimension or format mismatch.
+    """
+    manifest = read_manifest(directory)
+    verify_files(directory, manifest)
+    if encoder is not None:
+        check_encoder(manifest, encoder, policy or manifest.encoder.policy)
+    heads: dict[str, Head] = {}
+    calibrations: dict[str, Calibration] = {}
+    for name, rec in manifest.heads.items():
+        cls = HEAD_KINDS.get(rec.kind)
+        if cls is None:
+            raise ArtifactMismatchError(
+                f"unknown head kind {rec.kind!r} in {directory}"
+            )
+        heads[name] = cls.load(directory / "heads" / name, rec.params)
+        calibrations[name] = Calibration.from_dict(rec.calibration)
+    return Artifacts(directory, manifest, heads, calibrations)
+
+
+def manifest_summary(manifest: Manifest) -> dict[str, Any]:
+    """A short JSON-able summary (for CLI output and verdicts)."""
+    return {
+        "encoder": manifest.encoder.id,
+        "policy": manifest.encoder.policy,
+        "decision_head": manifest.decision_head,
+        "heads": {n: r.kind for n, r in manifest.heads.items()},
+        "synthguard_version": manifest.synthguard_version,
+        "created_utc": manifest.created_utc,
+    }
+
+
+def dumps(obj: Any) -> str:
+    """JSON with sorted keys, for stable CLI output."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)

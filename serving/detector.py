@@ -1,0 +1,81 @@
+"""Application: score images end to end in-process (encoder + heads + calibration).
+
+This is the reference path the Triton deployment must reproduce; `synthguard score`
+uses it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from serving.artifacts import Artifacts, load_artifacts, manifest_summary
+from serving.encoders.base import ImageEncoder
+from serving.errors import InvalidInputError
+from serving.heads.knn import KnnHead
+from serving.preprocessing import get_policy, policy_id
+from serving.scoring.calibration import calibrate, decide
+
+
+@dataclass
+class Detector:
+    """An encoder plus verified artifacts, checked to belong together."""
+
+    encoder: ImageEncoder
+    artifacts: Artifacts
+    policy: str
+
+    @classmethod
+    def open(cls, encoder: ImageEncoder, artifact_dir: Path) -> Detector:
+        """Load artifacts and check they were trained on this encoder.
+
+        Raises:
+            ArtifactMismatchError: hashes, encoder or policy differ.
+            MissingWeightsError: no artifacts.
+        """
+        manifest_policy = load_artifacts(artifact_dir).manifest.encoder.policy
+        policy = manifest_policy.split("@", 1)[0]
+        arts = load_artifacts(artifact_dir, encoder.info, policy_id(policy))
+        return cls(encoder, arts, policy)
+
+    def score_pixels(
+        self, pixels: np.ndarray[Any, np.dtype[np.uint8]]
+    ) -> list[dict[str, Any]]:
+        """Score preprocessed (n, 224, 224, 3) uint8 images; one verdict dict each."""
+        x = self.encoder.encode(pixels)
+        man = self.artifacts.manifest
+        per_head = {n: h.score(x) for n, h in self.artifacts.heads.items()}
+        cal = self.artifacts.calibrations[man.decision_head]
+        probs = calibrate(cal, per_head[man.decision_head])
+        labels = decide(cal, probs)
+        knn = next(
+            (h for h in self.artifacts.heads.values() if isinstance(h, KnnHead)), None
+        )
+        evidence = knn.neighbours(x) if knn is not None else [[] for _ in range(len(x))]
+        return [
+            {
+                "label": str(labels[i]),
+                "probability": float(probs[i]),
+                "threshold": cal.threshold,
+                "uncertain_low": cal.uncertain_low,
+                "head_scores": {n: float(s[i]) for n, s in per_head.items()},
+                "nearest_exemplars": evidence[i][:5],
+                "versions": manifest_summary(man),
+            }
+            for i in range(len(x))
+        ]
+
+    def score_file(self, path: Path) -> dict[str, Any]:
+        """Score one image file; undecodable input gives an error record, not a crash."""
+        try:
+            with Image.open(path) as img:
+                img.load()
+                pixels = get_policy(self.policy)(img)
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            err = InvalidInputError(f"cannot decode {path}: {exc}")
+            return {"path": str(path), "error": type(err).__name__, "message": str(err)}
+        return {"path": str(path), **self.score_pixels(pixels[None])[0]}

@@ -1,0 +1,142 @@
+"""Adapter: the UnivFD nearest-neighbour head, faiss banks of real and fake exemplars.
+
+Train features are L2-normalised into two exact cosine banks (reals, fakes). The
+score is ``mean top-k cos(fakes) - mean top-k cos(reals)`` (`knn_score`); for k=1
+this is UnivFD's ``min d(reals) - min d(fakes)`` with ``d = 1 - cos``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from serving.errors import ArtifactMismatchError, InvalidInputError
+from serving.heads.base import FloatArray, LabeledFeatures
+from serving.index.faiss_index import FaissBank, IntArray
+from serving.scoring.knn import knn_score
+
+SUPPORTED_K: Final = (1, 3, 5, 9)
+BANK_FILES: Final = {"real": "knn_real.safetensors", "fake": "knn_fake.safetensors"}
+IDS_FILE: Final = "knn_ids.json"
+_LABELS: Final = {"real": 0, "fake": 1}
+
+
+def _check_k(k: int) -> int:
+    if k not in SUPPORTED_K:
+        raise InvalidInputError(f"k must be one of {SUPPORTED_K}, got {k!r}")
+    return k
+
+
+class KnnHead:
+    """UnivFD NN head; `score` returns a similarity margin, higher = more likely fake.
+
+    Args:
+        k: Neighbours per bank, one of 1, 3, 5, 9.
+
+    Raises:
+        InvalidInputError: Unsupported `k`.
+    """
+
+    name: str = "knn"
+
+    def __init__(self, k: int = 1) -> None:
+        self.k = _check_k(k)
+        self._banks: dict[str, FaissBank] = {}
+        self._ids: dict[str, tuple[str, ...]] = {}
+
+    def fit(self, train: LabeledFeatures, val: LabeledFeatures) -> None:
+        """Build the real and fake banks from `train` (`val` is unused).
+
+        Raises:
+            InvalidInputError: A class has fewer than k training rows.
+        """
+        del val
+        ids = train.ids or tuple(f"train/{i}" for i in range(train.x.shape[0]))
+        banks, bank_ids = {}, {}
+        for label, value in _LABELS.items():
+            rows = np.flatnonzero(train.y == value)
+            if rows.size < self.k:
+                raise InvalidInputError(f"{rows.size} {label} rows, k={self.k}")
+            banks[label] = FaissBank(train.x.shape[1])
+            banks[label].add(train.x[rows])
+            bank_ids[label] = tuple(ids[i] for i in rows)
+        self._banks, self._ids = banks, bank_ids
+
+    def _search(self, x: FloatArray) -> dict[str, tuple[FloatArray, IntArray]]:
+        if not self._banks:
+            raise InvalidInputError("the kNN head is not fitted")
+        return {label: bank.search(x, self.k) for label, bank in self._banks.items()}
+
+    def score(self, x: FloatArray) -> FloatArray:
+        """Score (n, d) raw features; returns (n,) float32 in [-2, 2]."""
+        found = self._search(x)
+        return knn_score(found["real"][0], found["fake"][0], self.k)
+
+    def neighbours(self, x: FloatArray) -> list[list[str]]:
+        """Nearest exemplars of each query, as evidence.
+
+        Args:
+            x: (n, d) raw features.
+
+        Returns:
+            Per query, its k nearest reals and k nearest fakes, most similar first,
+            each as ``"<real|fake> <cosine:.4f> <id>"``.
+        """
+        found = self._search(x)
+        out: list[list[str]] = []
+        for q in range(np.asarray(x).shape[0]):
+            hits = [
+                (float(sims[q, j]), label, self._ids[label][int(rows[q, j])])
+                for label, (sims, rows) in found.items()
+                for j in range(self.k)
+            ]
+            hits.sort(key=lambda h: -h[0])
+            out.append([f"{label} {sim:.4f} {img}" for sim, label, img in hits])
+        return out
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write both banks (safetensors) and their ids (JSON) into `directory`.
+
+        Returns:
+            Manifest parameters: k, dim, normalisation, bank sizes, file names.
+        """
+        if not self._banks:
+            raise InvalidInputError("the kNN head is not fitted")
+        directory.mkdir(parents=True, exist_ok=True)
+        for label, bank in self._banks.items():
+            bank.save(directory / BANK_FILES[label])
+        ids = {label: list(v) for label, v in self._ids.items()}
+        (directory / IDS_FILE).write_text(json.dumps(ids), encoding="utf-8")
+        return {
+            "head": self.name,
+            "k": self.k,
+            "dim": self._banks["real"].dim,
+            "normalisation": "l2",
+            "score": "mean_topk_cos_fake_minus_real",
+            "bank_sizes": {label: b.ntotal for label, b in self._banks.items()},
+            "files": {**BANK_FILES, "ids": IDS_FILE},
+        }
+
+    @classmethod
+    def load(cls, directory: Path, params: dict[str, Any]) -> KnnHead:
+        """Rebuild a head written by `save`.
+
+        Raises:
+            ArtifactMismatchError: Files disagree with `params` (dim, sizes, ids).
+        """
+        try:
+            head, dim = cls(int(params["k"])), int(params["dim"])
+            sizes = {label: int(params["bank_sizes"][label]) for label in BANK_FILES}
+            ids = json.loads((directory / IDS_FILE).read_text(encoding="utf-8"))
+            for label, file in BANK_FILES.items():
+                head._banks[label] = FaissBank.load(directory / file, dim)
+                head._ids[label] = tuple(str(i) for i in ids[label])
+        except (KeyError, TypeError, ValueError, OSError, InvalidInputError) as exc:
+            raise ArtifactMismatchError(f"kNN head in {directory}: {exc}") from exc
+        for label, bank in head._banks.items():
+            if not bank.ntotal == len(head._ids[label]) == sizes[label]:
+                raise ArtifactMismatchError(f"{label} bank size disagrees with params")
+        return head

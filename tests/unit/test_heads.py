@@ -1,0 +1,192 @@
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+
+from serving.errors import ArtifactMismatchError, InvalidInputError
+from serving.heads.base import FloatArray, Head, LabeledFeatures
+from serving.heads.knn import KnnHead
+from serving.heads.linear import LinearProbeHead
+from serving.heads.mlp import MlpHead
+from serving.index.faiss_index import FaissBank
+from serving.scoring.metrics import roc_auc
+from serving.scoring.mlp import mlp_logit
+from serving.training.linear import LinearProbeConfig
+from serving.training.mlp import LossName, MlpTrainConfig, to_mlp_params, train_mlp
+
+D = 16
+PROBE_CFG = LinearProbeConfig(lr=1e-2, batch_size=32, max_epochs=100)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _toy(seed: int, n: int = 64, offset: float = 2.0) -> LabeledFeatures:
+    """Raw-feature-like toy set (uneven scales, offset); fakes 1 sigma off per dim."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n, dtype=np.int64) % 2
+    scale = np.linspace(0.5, 3.0, D)
+    x = rng.normal(size=(n, D)) * scale + offset
+    x += scale * y[:, None]
+    ids = tuple(f"s{seed}/img{i}.jpg" for i in range(n))
+    return LabeledFeatures(x.astype(np.float32), y, ids)
+
+
+def _xy(data: LabeledFeatures) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    return data.x, data.y
+
+
+def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+    x64 = x.astype(np.float64)
+    out: npt.NDArray[np.float64] = x64 / np.linalg.norm(x64, axis=1, keepdims=True)
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 9])
+def test_knn_head_matches_brute_force_cosine(k: int) -> None:
+    train, query = _toy(0), _toy(1).x
+    head = KnnHead(k)
+    head.fit(train, train)
+    sims = _unit(query) @ _unit(train.x).T
+    top = {c: -np.sort(-sims[:, train.y == c], axis=1)[:, :k].mean(1) for c in (0, 1)}
+    np.testing.assert_allclose(head.score(query), top[1] - top[0], atol=1e-5)
+
+
+def test_knn_head_k1_is_univfd_distance_margin() -> None:
+    train, query = _toy(0), _toy(2).x
+    head: Head = KnnHead(1)
+    head.fit(train, train)
+    d = 1.0 - _unit(query) @ _unit(train.x).T
+    want = d[:, train.y == 0].min(1) - d[:, train.y == 1].min(1)
+    np.testing.assert_allclose(head.score(query), want, atol=1e-5)
+
+
+def test_knn_head_neighbours_are_nearest_ids_ties_tolerated() -> None:
+    train, query = _toy(0), _toy(3).x[:5]
+    head = KnnHead(3)
+    head.fit(train, train)
+    sims = _unit(query) @ _unit(train.x).T
+    by_id = dict(zip(train.ids, range(len(train.ids)), strict=True))
+    for q, hits in enumerate(head.neighbours(query)):
+        assert len(hits) == 6
+        label, sim, img = hits[0].split(" ", 2)
+        assert label in {"real", "fake"}
+        assert float(sim) == pytest.approx(sims[q].max(), abs=1e-4)
+        assert sims[q, by_id[img]] == pytest.approx(sims[q].max(), abs=1e-5)
+
+
+def test_knn_head_save_load_roundtrip(tmp_path: Path) -> None:
+    train, query = _toy(0), _toy(1).x
+    head = KnnHead(5)
+    head.fit(train, train)
+    params = head.save(tmp_path)
+    loaded = KnnHead.load(tmp_path, params)
+    assert params["bank_sizes"] == {"real": 32, "fake": 32}
+    assert np.array_equal(loaded.score(query), head.score(query))
+    assert loaded.neighbours(query[:3]) == head.neighbours(query[:3])
+
+
+@pytest.mark.parametrize("k", [0, 2, 4, 10])
+def test_knn_head_rejects_unsupported_k(k: int) -> None:
+    with pytest.raises(InvalidInputError):
+        KnnHead(k)
+
+
+def test_knn_head_load_rejects_size_mismatch(tmp_path: Path) -> None:
+    head = KnnHead(1)
+    head.fit(_toy(0), _toy(0))
+    params = head.save(tmp_path)
+    params["bank_sizes"]["fake"] = 31
+    with pytest.raises(ArtifactMismatchError):
+        KnnHead.load(tmp_path, params)
+
+
+def test_faiss_bank_search_matches_brute_force_with_ties(tmp_path: Path) -> None:
+    xb = np.repeat(np.random.default_rng(0).normal(size=(8, D)), 2, axis=0)
+    bank = FaissBank(D)
+    bank.add(xb.astype(np.float32))
+    xq = np.random.default_rng(1).normal(size=(4, D)).astype(np.float32)
+    sims, rows = bank.search(xq, 4)
+    brute = _unit(xq) @ _unit(xb).T
+    np.testing.assert_allclose(sims, -np.sort(-brute, axis=1)[:, :4], atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(brute, rows, 1), sims, atol=1e-5)
+    bank.save(tmp_path / "bank.safetensors")
+    loaded = FaissBank.load(tmp_path / "bank.safetensors", D)
+    assert np.array_equal(loaded.search(xq, 4)[0], sims)
+
+
+def test_linear_probe_head_numpy_matches_torch() -> None:
+    head = LinearProbeHead(LinearProbeConfig(max_epochs=3))
+    head.fit(_toy(0), _toy(1))
+    x = _toy(2).x
+    with torch.no_grad():
+        want = head.to_torch()(torch.from_numpy(x)).squeeze(1).numpy()
+    np.testing.assert_allclose(head.score(x), want, atol=1e-5)
+
+
+def test_linear_probe_head_learns_separable_toy() -> None:
+    # centred: Adam on an offset logistic problem needs far more steps than a test
+    head = LinearProbeHead(PROBE_CFG)
+    head.fit(_toy(0, n=256, offset=0.0), _toy(1, n=256, offset=0.0))
+    test = _toy(2, n=128, offset=0.0)
+    assert roc_auc(test.y, head.score(test.x)) > 0.95
+    assert head.summary is not None
+    assert head.summary.epochs_run == len(head.summary.lr_history)
+
+
+def test_linear_probe_head_save_load_roundtrip(tmp_path: Path) -> None:
+    head = LinearProbeHead(LinearProbeConfig(max_epochs=2))
+    head.fit(_toy(0), _toy(1))
+    params = head.save(tmp_path)
+    x = _toy(2).x
+    assert params["dim"] == D
+    assert np.array_equal(
+        LinearProbeHead.load(tmp_path, params).score(x), head.score(x)
+    )
+
+
+def test_mlp_trainer_folded_numpy_matches_torch() -> None:
+    result = train_mlp(
+        *_xy(_toy(0)), *_xy(_toy(1)), MlpTrainConfig(epochs=2, batch_size=16)
+    )
+    x = _toy(2).x
+    with torch.no_grad():
+        want = result.model(torch.from_numpy(x)).numpy()
+    assert not result.model.training
+    np.testing.assert_allclose(
+        mlp_logit(x, to_mlp_params(result.model)), want, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("loss", ["cvar_auc", "bce"])
+def test_mlp_head_learns_separable_toy(loss: LossName) -> None:
+    # lr 1e-2: the default 1e-3 needs more steps than this tiny set gives
+    cfg = MlpTrainConfig(epochs=10, batch_size=32, lr=1e-2, loss=loss)
+    head = MlpHead(cfg)
+    head.fit(_toy(0, n=256), _toy(1))
+    test = _toy(2, n=128)
+    assert roc_auc(test.y, head.score(test.x)) > 0.95
+    assert head.summary is not None
+    assert head.summary.best_val_auc == max(head.summary.val_auc_history)
+
+
+def test_mlp_head_save_load_roundtrip(tmp_path: Path) -> None:
+    head = MlpHead(MlpTrainConfig(epochs=2, batch_size=32))
+    head.fit(_toy(0), _toy(1))
+    params = head.save(tmp_path)
+    loaded = MlpHead.load(tmp_path, params)
+    x = _toy(2).x
+    assert np.array_equal(loaded.score(x), head.score(x))
+    with torch.no_grad():
+        want = loaded.to_torch()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(loaded.score(x), want, atol=1e-5)
+
+
+def test_mlp_config_rejects_unknown_loss() -> None:
+    with pytest.raises(InvalidInputError):
+        MlpTrainConfig(loss="hinge")  # type: ignore[arg-type]

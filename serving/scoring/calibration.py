@@ -200,8 +200,8 @@ def fit_calibration(
         The fitted `Calibration`.
 
     Raises:
-        InvalidInputError: A class is missing, inputs are malformed, the method or
-            FPRs are invalid, or scores do not rank fakes above reals (slope <= 0).
+        InvalidInputError: A class is missing, inputs are malformed, or the method
+            or FPRs are invalid.
     """
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
@@ -212,9 +212,16 @@ def fit_calibration(
     yi, s = yi[order], s[order]
     slope, bias = _fit_params(s, yi, method)
     if not slope > 0.0:
-        raise InvalidInputError(
-            f"scores do not rank fakes above reals (slope {slope:.3g})"
+        # A head that ranks reals above fakes on this split must not crash an
+        # evaluation run: keep a rank-preserving map so the FPR-targeted thresholds
+        # stay valid, and say loudly that the probabilities are not calibrated.
+        logger.warning(
+            "scores do not rank fakes above reals (Platt slope %.3g); "
+            "using a standardising map, probabilities are uncalibrated",
+            slope,
         )
+        std = float(s.std()) or 1.0
+        slope, bias = 1.0 / std, -float(s.mean()) / std
     p = _sigmoid(slope * s + bias)
     p_real, p_fake = p[yi == 0], p[yi == 1]
     if p_real.size * target_fpr < 1.0:

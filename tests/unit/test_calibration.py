@@ -115,8 +115,6 @@ def test_fit_calibration_rejects_bad_settings() -> None:
     with pytest.raises(InvalidInputError):
         fit_calibration(s, y, target_fpr=0.1, uncertain_fpr=0.05)
     with pytest.raises(InvalidInputError):
-        fit_calibration([3.0, 2.0, 1.0, 0.0], y)  # anti-correlated scores
-    with pytest.raises(InvalidInputError):
         fit_calibration([1.0, 1.0, 1.0, 1.0], y)  # constant scores
 
 
@@ -129,3 +127,12 @@ def test_decide_is_monotone_in_prob(probs: list[float]) -> None:
     p = np.sort(np.asarray(probs))
     ranks = [_RANK[label] for label in decide(_CAL, p)]
     assert ranks == sorted(ranks)
+
+
+def test_fit_calibration_inverted_head_keeps_thresholds_valid() -> None:
+    rng = np.random.default_rng(5)
+    s = np.r_[rng.normal(1, 1, 200), rng.normal(-1, 1, 200)]  # reals score higher
+    y = np.r_[np.zeros(200), np.ones(200)].astype(np.int64)
+    cal = fit_calibration(s, y, target_fpr=0.05, uncertain_fpr=0.1)
+    assert cal.slope > 0
+    assert cal.achieved_fpr <= 0.05

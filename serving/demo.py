@@ -42,7 +42,11 @@ def _ensure_bench(
         return
     from serving.benchdata.builder import BenchConfig, build_benchmark
 
-    config = BenchConfig.tiny() if tiny else BenchConfig(seed=seed)
+    config = (
+        BenchConfig(seed, n_train=8, n_cal=4, n_test=4, ae_steps=60)
+        if tiny
+        else BenchConfig(seed=seed)
+    )
     build_benchmark(
         bench,
         config,

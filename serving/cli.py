@@ -16,6 +16,7 @@ from pathlib import Path
 from serving import __version__
 from serving.errors import ServingError
 from serving.settings import ServingSettings
+from serving.triton.cli_commands import add_parsers as add_triton_parsers
 from serving.workflows import DEFAULT_HEADS
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tiny", action="store_true", help="small benchmark (CI smoke run)")
     p.add_argument("--seed", type=int, default=0)
+    add_triton_parsers(sub)
     return ap
 
 

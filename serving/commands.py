@@ -21,6 +21,7 @@ from serving.features import FeatureSet, cached_features
 from serving.heads.base import Head
 from serving.preprocessing import policy_id
 from serving.settings import ServingSettings
+from serving.triton.cli_commands import COMMANDS as TRITON_COMMANDS
 from serving.workflows import (
     POOLED,
     Evaluation,
@@ -309,6 +310,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, ServingSettings], int]] = {
     "eval": cmd_eval,
     "score": cmd_score,
     "demo": cmd_demo,
+    **TRITON_COMMANDS,
 }
 
 

@@ -106,8 +106,12 @@ def split_train_val(
     for i, (y, fam) in enumerate(zip(fs.y, fs.families, strict=True)):
         strata.setdefault((int(y), fam), []).append(i)
     for idx in strata.values():
-        n_val = round(len(idx) * val_fraction)
+        n_val = max(1, round(len(idx) * val_fraction)) if len(idx) > 1 else 0
         val[rng.permutation(idx)[:n_val]] = True
+    if not val.any() or val.all():
+        raise InvalidInputError(
+            f"{len(fs.y)} training images are too few for a validation split"
+        )
     return fs.select(~val), fs.select(val)
 
 

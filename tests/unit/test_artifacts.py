@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
-
 from fakes import FakeEncoder, synthetic_features
+
 from serving.artifacts import EncoderRecord, load_artifacts, write_artifacts
 from serving.encoders.base import EncoderInfo
 from serving.errors import ArtifactMismatchError, MissingWeightsError
@@ -34,7 +34,9 @@ def test_artifacts_round_trip_scores_identically(saved: Path) -> None:
 
 def test_manifest_hashes_every_file(saved: Path) -> None:
     arts = load_artifacts(saved)
-    on_disk = {str(p.relative_to(saved)) for p in (saved / "heads").rglob("*") if p.is_file()}
+    on_disk = {
+        str(p.relative_to(saved)) for p in (saved / "heads").rglob("*") if p.is_file()
+    }
     assert set(arts.manifest.files) == on_disk
 
 

@@ -5,7 +5,15 @@ from serving.cli import build_parser, main
 
 def test_cli_lists_every_subcommand() -> None:
     text = build_parser().format_help()
-    for cmd in ("bench-data", "features", "train", "calibrate", "eval", "score", "demo"):
+    for cmd in (
+        "bench-data",
+        "features",
+        "train",
+        "calibrate",
+        "eval",
+        "score",
+        "demo",
+    ):
         assert cmd in text
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from fakes import synthetic_features
+
 from serving.errors import InvalidInputError
 from serving.heads.knn import KnnHead
 from serving.workflows import (

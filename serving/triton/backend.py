@@ -1,0 +1,224 @@
+"""Adapter: the plain classes behind the ``model_repository/*/1/model.py`` shims.
+
+Each class takes and returns ``{tensor name: numpy array}`` (names from
+`serving.triton.names`) and knows nothing of ``triton_python_backend_utils``: the shims
+unpack requests, call `run`, pack responses and map errors with `error_code`. The
+pipeline receives its BLS call as an injected coroutine (`InferFn`), so it runs the
+same with a fake in tests.
+
+- `EncoderBackend`: the int8 ONNX CLIP encoder, one image per onnxruntime call (its
+  dynamic quantisation makes a batched call change each image's embedding), so
+  Triton's dynamic batching changes throughput, never results.
+- `HeadBackend`: one trained head (linear probe, MLP or kNN with exemplars).
+- `DetectorPipeline`: encoder, then every head concurrently, then the decision head's
+  calibration and label, as `serving.detector.Detector` does in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from serving.encoders.base import ImageEncoder
+from serving.encoders.onnx_clip import OnnxClipEncoder
+from serving.errors import (
+    ArtifactMismatchError,
+    InferenceUnavailableError,
+    InvalidInputError,
+    MissingWeightsError,
+)
+from serving.heads.knn import KnnHead
+from serving.scoring.calibration import Calibration, calibrate, decide
+from serving.triton import names
+from serving.triton.model_files import Scorer, head_record, load_scorer, read_manifest
+
+Arrays = dict[str, npt.NDArray[Any]]
+InferFn = Callable[[str, Arrays, tuple[str, ...]], Awaitable[Arrays]]
+
+__all__ = [
+    "DetectorPipeline",
+    "EncoderBackend",
+    "HeadBackend",
+    "InferenceUnavailableError",
+    "error_code",
+]
+
+
+def error_code(exc: BaseException) -> str:
+    """Name of the ``pb_utils.TritonError`` code for an exception.
+
+    Invalid input is the caller's fault (``INVALID_ARG``); an unavailable dependency
+    is transient (``UNAVAILABLE``); anything else is a server fault (``INTERNAL``).
+    """
+    if isinstance(exc, InvalidInputError):
+        return "INVALID_ARG"
+    if isinstance(exc, InferenceUnavailableError):
+        return "UNAVAILABLE"
+    return "INTERNAL"
+
+
+def model_parameters(args: dict[str, str]) -> dict[str, str]:
+    """The ``parameters`` of a model's config as plain strings.
+
+    Args:
+        args: The python backend's ``initialize`` arguments.
+    """
+    config = json.loads(args["model_config"])
+    return {
+        key: str(value.get("string_value", ""))
+        for key, value in config.get("parameters", {}).items()
+    }
+
+
+def version_dir(args: dict[str, str]) -> Path:
+    """The model version directory from the python backend's ``initialize`` args."""
+    return Path(args["model_repository"]) / args["model_version"]
+
+
+class EncoderBackend:
+    """CLIP image encoder: ``image`` (n, 224, 224, 3) uint8 -> ``embedding`` (n, d)."""
+
+    input_names = (names.IMAGE.name,)
+
+    def __init__(self, encoder: ImageEncoder) -> None:
+        self._encoder = encoder
+
+    @classmethod
+    def from_args(cls, args: dict[str, str]) -> EncoderBackend:
+        """Load the encoder placed by the exporter and check it against the manifest.
+
+        Raises:
+            MissingWeightsError: the ONNX file or manifest is absent.
+            ArtifactMismatchError: the file is not the encoder the heads were trained on.
+        """
+        vdir = version_dir(args)
+        path = vdir / names.ENCODER_CPU_FILE
+        if not path.is_file():
+            raise MissingWeightsError(
+                f"{path} not found; write the repository with `synthguard export`"
+            )
+        threads = int(model_parameters(args).get(names.PARAM_THREADS) or 0)
+        encoder = OnnxClipEncoder(path, threads=threads or None)
+        expected = read_manifest(vdir).get("encoder", {}).get("sha256")
+        if encoder.info.weights_sha256 != expected:
+            raise ArtifactMismatchError(
+                f"{path}: sha256 {encoder.info.weights_sha256} != manifest {expected}"
+            )
+        return cls(encoder)
+
+    def run(self, inputs: Arrays) -> Arrays:
+        """Encode one request's images, one onnxruntime call per image."""
+        return {names.EMBEDDING.name: self._encoder.encode(inputs[names.IMAGE.name])}
+
+
+class HeadBackend:
+    """One head: ``embedding`` (n, d) -> ``score`` (n, 1) [+ ``exemplars`` (n, 2k)]."""
+
+    input_names = (names.EMBEDDING.name,)
+
+    def __init__(self, scorer: Scorer | KnnHead) -> None:
+        self._scorer = scorer
+
+    @classmethod
+    def from_args(cls, args: dict[str, str]) -> HeadBackend:
+        """Load the head instance named in the config's ``synthguard_head`` parameter.
+
+        Raises:
+            MissingWeightsError: the repository was not exported.
+            ArtifactMismatchError: files missing, altered or of another kind.
+        """
+        instance = model_parameters(args).get(names.PARAM_HEAD, "")
+        return cls(load_scorer(version_dir(args), instance))
+
+    def run(self, inputs: Arrays) -> Arrays:
+        """Score one request's embeddings (and list kNN exemplars)."""
+        x = np.asarray(inputs[names.EMBEDDING.name], dtype=np.float32)
+        out: Arrays = {names.SCORE.name: self._scorer.score(x).reshape(-1, 1)}
+        if isinstance(self._scorer, KnnHead):
+            rows = self._scorer.neighbours(x)
+            out[names.EXEMPLARS.name] = _bytes_array(rows, 2 * self._scorer.k)
+        return out
+
+
+class DetectorPipeline:
+    """BLS pipeline: ``image`` -> embedding, every head score, probability, label."""
+
+    input_names = (names.IMAGE.name,)
+
+    def __init__(self, calibration: Calibration, decision_kind: str) -> None:
+        if decision_kind not in names.HEAD_MODELS:
+            raise ArtifactMismatchError(f"no served head of kind {decision_kind!r}")
+        self._cal = calibration
+        self._decision_kind = decision_kind
+
+    @classmethod
+    def from_args(cls, args: dict[str, str]) -> DetectorPipeline:
+        """Read the decision head's calibration from the manifest in the version dir.
+
+        Raises:
+            MissingWeightsError: the repository was not exported.
+            ArtifactMismatchError: the decision head is not one of the served heads.
+        """
+        manifest = read_manifest(version_dir(args))
+        served: dict[str, str] = json.loads(
+            model_parameters(args).get(names.PARAM_HEADS) or "{}"
+        )
+        decision = str(manifest.get("decision_head"))
+        record = head_record(manifest, decision)
+        if served.get(record.get("kind", "")) != decision:
+            raise ArtifactMismatchError(
+                f"decision head {decision!r} is not served (served: {served})"
+            )
+        return cls(Calibration.from_dict(record["calibration"]), record["kind"])
+
+    async def run_batch(self, batches: list[Arrays], infer: InferFn) -> list[Arrays]:
+        """Run several requests as one: concatenate, run, split back per request."""
+        sizes = [len(b[names.IMAGE.name]) for b in batches]
+        images = np.concatenate([b[names.IMAGE.name] for b in batches])
+        out = await self.run({names.IMAGE.name: images}, infer)
+        bounds = np.cumsum([0, *sizes])
+        return [
+            {k: v[lo:hi] for k, v in out.items()}
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+
+    async def run(self, inputs: Arrays, infer: InferFn) -> Arrays:
+        """Score (n, 224, 224, 3) uint8 images through the encoder and head models."""
+        enc = await infer(names.ENCODER_MODEL, inputs, (names.EMBEDDING.name,))
+        emb = enc[names.EMBEDDING.name]
+        kinds = tuple(names.HEAD_MODELS)
+        results = await asyncio.gather(
+            *(
+                infer(
+                    names.HEAD_MODELS[kind],
+                    {names.EMBEDDING.name: emb},
+                    tuple(t.name for t in names.HEAD_OUTPUTS[kind]),
+                )
+                for kind in kinds
+            )
+        )
+        by_kind = dict(zip(kinds, results, strict=True))
+        scores = {k: r[names.SCORE.name].reshape(-1) for k, r in by_kind.items()}
+        probs = calibrate(self._cal, scores[self._decision_kind])
+        labels = decide(self._cal, probs)
+        return {
+            names.EMBEDDING.name: emb,
+            **{names.head_score(k).name: s.reshape(-1, 1) for k, s in scores.items()},
+            names.PROBABILITY.name: probs.astype(np.float32).reshape(-1, 1),
+            names.LABEL.name: _bytes_array([[str(lb)] for lb in labels], 1),
+            names.EXEMPLARS.name: by_kind["knn"][names.EXEMPLARS.name],
+        }
+
+
+def _bytes_array(rows: list[list[str]], width: int) -> npt.NDArray[np.object_]:
+    out = np.empty((len(rows), width), dtype=np.object_)
+    for i, row in enumerate(rows):
+        out[i, :] = [s.encode("utf-8") for s in row]
+    return out

@@ -1,0 +1,243 @@
+"""Adapter: async gRPC client for the SynthGuard Triton models (``tritonclient.grpc.aio``).
+
+Create it inside the running event loop (grpc.aio binds to the loop). Batches larger
+than a model's ``max_batch_size`` are split and sent concurrently; calls that fail
+with ``UNAVAILABLE`` (server starting, queue full and rejecting, connection refused)
+are retried with exponential backoff. Errors are typed: ``INVALID_ARG`` (wrong
+shape or dtype) raises `InvalidInputError`, which retrying cannot fix; everything
+else, once retries are spent, raises `InferenceUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from serving.errors import InferenceUnavailableError, InvalidInputError
+from serving.triton import names
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Arrays = dict[str, npt.NDArray[Any]]
+_RETRYABLE: Final = ("StatusCode.UNAVAILABLE",)
+_INVALID: Final = ("StatusCode.INVALID_ARGUMENT",)
+N_EXEMPLARS: Final = 5  # as many as `serving.detector.Detector` reports
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """What the exporter wrote into the pipeline's config parameters."""
+
+    heads: dict[str, str]
+    threshold: float
+    uncertain_low: float
+    versions: dict[str, Any]
+    max_batch_size: int
+
+
+class TritonDetectorClient:
+    """Async client for `names.PIPELINE_MODEL` and `names.ENCODER_MODEL`.
+
+    Args:
+        url: gRPC ``host:port``.
+        timeout_s: Deadline of each call.
+        retries: Extra attempts after an ``UNAVAILABLE`` failure.
+        backoff_s: First retry delay; doubles per attempt, capped at 2 s.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self.url, self.timeout_s = url, timeout_s
+        self.retries, self.backoff_s = retries, backoff_s
+        self._grpc: Any = None
+        self._configs: dict[str, dict[str, Any]] = {}
+
+    @property
+    def _client(self) -> Any:
+        if self._grpc is None:
+            self._grpc = grpcclient.InferenceServerClient(self.url)
+        return self._grpc
+
+    async def close(self) -> None:
+        """Close the channel."""
+        if self._grpc is not None:
+            await self._grpc.close()
+            self._grpc = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def wait_ready(self, timeout_s: float = 60.0, poll_s: float = 0.5) -> None:
+        """Wait until the server reports ready.
+
+        Raises:
+            InferenceUnavailableError: not ready within `timeout_s`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            try:
+                if await self._client.is_server_ready(client_timeout=self.timeout_s):
+                    return
+            except InferenceServerException as exc:
+                logger.debug("server not ready yet: %s", exc)
+            await asyncio.sleep(poll_s)
+        raise InferenceUnavailableError(
+            f"Triton at {self.url} not ready in {timeout_s} s"
+        )
+
+    async def model_ready(self, name: str) -> bool:
+        """Whether a model is loaded and ready (False when unreachable)."""
+        try:
+            return bool(
+                await self._client.is_model_ready(name, client_timeout=self.timeout_s)
+            )
+        except InferenceServerException:
+            return False
+
+    async def embed(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Raw projected embeddings (n, d) of (n, 224, 224, 3) uint8 images."""
+        out = await self.infer(names.ENCODER_MODEL, images, (names.EMBEDDING.name,))
+        return out[names.EMBEDDING.name].astype(np.float32, copy=False)
+
+    async def detect(self, images: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
+        """One verdict per image, with the fields `serving.detector.Detector` gives."""
+        _check_array(images)
+        info = await self.detector_info()
+        names_out = tuple(t.name for t in names.PIPELINE_OUTPUTS)
+        out = await self.infer(names.PIPELINE_MODEL, images, names_out)
+        return [_verdict(out, i, info) for i in range(len(images))]
+
+    async def detector_info(self) -> DetectorInfo:
+        """Served heads, thresholds and versions from the pipeline's config."""
+        config = await self._config(names.PIPELINE_MODEL)
+        params = {k: v.get("string_value", "") for k, v in config["parameters"].items()}
+        return DetectorInfo(
+            heads=json.loads(params[names.PARAM_HEADS]),
+            threshold=float(params[names.PARAM_THRESHOLD]),
+            uncertain_low=float(params[names.PARAM_UNCERTAIN_LOW]),
+            versions=json.loads(params[names.PARAM_VERSIONS]),
+            max_batch_size=int(config.get("max_batch_size", 0)),
+        )
+
+    async def infer(
+        self, model: str, images: npt.NDArray[Any], outputs: tuple[str, ...]
+    ) -> Arrays:
+        """Send ``images`` as the model's single input, in chunks of its max batch.
+
+        Raises:
+            InvalidInputError: not an array, or the server rejected shape/dtype.
+            InferenceUnavailableError: the server failed or stayed unavailable.
+        """
+        _check_array(images)
+        max_batch = int((await self._config(model)).get("max_batch_size", 0)) or len(
+            images
+        )
+        chunks = [images[i : i + max_batch] for i in range(0, len(images), max_batch)]
+        parts = await asyncio.gather(
+            *(self._infer_chunk(model, c, outputs) for c in chunks)
+        )
+        return {n: np.concatenate([p[n] for p in parts]) for n in outputs}
+
+    async def _infer_chunk(
+        self, model: str, chunk: npt.NDArray[Any], outputs: tuple[str, ...]
+    ) -> Arrays:
+        input_name = _input_name(model)
+
+        async def call() -> Arrays:
+            tensor = InferInput(
+                input_name, list(chunk.shape), np_to_triton_dtype(chunk.dtype)
+            )
+            tensor.set_data_from_numpy(np.ascontiguousarray(chunk))
+            result = await self._client.infer(
+                model,
+                [tensor],
+                outputs=[InferRequestedOutput(n) for n in outputs],
+                client_timeout=self.timeout_s,
+            )
+            return {n: np.asarray(result.as_numpy(n)) for n in outputs}
+
+        return await self._retrying(call, model)
+
+    async def _config(self, model: str) -> dict[str, Any]:
+        if model not in self._configs:
+
+            async def call() -> dict[str, Any]:
+                doc = await self._client.get_model_config(
+                    model, as_json=True, client_timeout=self.timeout_s
+                )
+                return dict(doc["config"])
+
+            self._configs[model] = await self._retrying(call, model)
+        return self._configs[model]
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return await call()
+            except InferenceServerException as exc:
+                status = str(exc.status())
+                if status in _INVALID or exc.status() is None:
+                    raise InvalidInputError(f"{what}: {exc.message()}") from exc
+                if status not in _RETRYABLE or attempt == self.retries:
+                    raise InferenceUnavailableError(
+                        f"{what}: {status} after {attempt + 1} attempt(s): {exc.message()}"
+                    ) from exc
+                logger.warning(
+                    "%s: %s, retry %d in %.2f s", what, status, attempt + 1, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 2.0)
+        raise InferenceUnavailableError(f"{what}: no attempt made (retries < 0)")
+
+
+def _check_array(images: object) -> None:
+    if not isinstance(images, np.ndarray) or images.ndim < 1:
+        raise InvalidInputError("images must be a numpy array (n, ...)")
+
+
+def _input_name(model: str) -> str:
+    inputs, _outputs = names.MODEL_IO[model]
+    return inputs[0].name
+
+
+def _verdict(out: Arrays, i: int, info: DetectorInfo) -> dict[str, Any]:
+    exemplars = [bytes(s).decode("utf-8") for s in out[names.EXEMPLARS.name][i]]
+    return {
+        "label": bytes(out[names.LABEL.name][i, 0]).decode("utf-8"),
+        "probability": float(out[names.PROBABILITY.name][i, 0]),
+        "threshold": info.threshold,
+        "uncertain_low": info.uncertain_low,
+        "head_scores": {
+            info.heads[kind]: float(out[names.head_score(kind).name][i, 0])
+            for kind in names.HEAD_MODELS
+        },
+        "nearest_exemplars": exemplars[:N_EXEMPLARS],
+        "versions": info.versions,
+    }

@@ -1,0 +1,124 @@
+"""Contract: every Triton model name, tensor name, dtype and dims, in one place.
+
+The committed ``model_repository/`` configs, the exporter, the python-backend shims,
+the async client and the contract tests all read these constants. Dims exclude the
+batch dimension (every model batches, ``max_batch_size > 0``). Two dims depend on the
+trained artifacts and are symbolic here: `SYM_EMBED_DIM` (the encoder's projection
+width) and `SYM_EXEMPLARS` (``2 * k`` neighbour strings of the kNN head);
+`resolve_dims` fills them from a manifest, or with the embedded encoder's defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from serving.encoders.onnx_clip import EMBED_DIM as _EMBEDDED_ENCODER_DIM
+from serving.preprocessing import SIZE
+
+ENCODER_MODEL: Final = "clip_image_encoder"
+PIPELINE_MODEL: Final = "synthguard_detector"
+# head kind (manifest ``HeadRecord.kind``) -> Triton model serving one head of it
+HEAD_MODELS: Final[dict[str, str]] = {
+    "linear_probe": "head_linear_probe",
+    "mlp": "head_mlp",
+    "knn": "head_knn",
+}
+MODELS: Final = (ENCODER_MODEL, *HEAD_MODELS.values(), PIPELINE_MODEL)
+
+# symbolic dims, filled by `resolve_dims`; the defaults are the committed configs'
+SYM_EMBED_DIM: Final = "embed_dim"
+SYM_EXEMPLARS: Final = "exemplars"
+DEFAULT_EMBED_DIM: Final = _EMBEDDED_ENCODER_DIM
+DEFAULT_KNN_K: Final = 1
+MAX_BATCH_SIZE: Final = 32
+
+# the int8 CPU encoder file inside the encoder's version dir, and the GPU variant's
+ENCODER_CPU_FILE: Final = "clip_encoder.int8.onnx"
+ENCODER_GPU_FILE: Final = "model.onnx"
+MANIFEST_FILE: Final = "manifest.json"
+EXPORT_MANIFEST_FILE: Final = "export_manifest.json"
+VERSION: Final = "1"
+
+# config.pbtxt parameters written by the exporter
+PARAM_PYTHONPATH: Final = "synthguard_pythonpath"
+PARAM_HEAD: Final = "synthguard_head"
+PARAM_HEADS: Final = "synthguard_heads"
+PARAM_THRESHOLD: Final = "synthguard_threshold"
+PARAM_UNCERTAIN_LOW: Final = "synthguard_uncertain_low"
+PARAM_VERSIONS: Final = "synthguard_versions"
+PARAM_THREADS: Final = "synthguard_intra_op_threads"
+
+Dim = int | str
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor of a Triton model.
+
+    Attributes:
+        name: Tensor name on the wire.
+        dtype: Triton dtype without the ``TYPE_`` prefix (``UINT8``, ``FP32``, ``BYTES``).
+        dims: Per-item dims (no batch dim); strings are symbols for `resolve_dims`.
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[Dim, ...]
+
+    @property
+    def config_dtype(self) -> str:
+        """The dtype as written in ``config.pbtxt`` (``TYPE_FP32``)."""
+        return f"TYPE_{'STRING' if self.dtype == 'BYTES' else self.dtype}"
+
+
+IMAGE: Final = TensorSpec("image", "UINT8", (SIZE, SIZE, 3))
+EMBEDDING: Final = TensorSpec("embedding", "FP32", (SYM_EMBED_DIM,))
+SCORE: Final = TensorSpec("score", "FP32", (1,))
+EXEMPLARS: Final = TensorSpec("exemplars", "BYTES", (SYM_EXEMPLARS,))
+PROBABILITY: Final = TensorSpec("probability", "FP32", (1,))
+LABEL: Final = TensorSpec("label", "BYTES", (1,))
+
+
+def head_score(kind: str) -> TensorSpec:
+    """The pipeline output carrying one head kind's raw score (``score_<kind>``)."""
+    return TensorSpec(f"score_{kind}", "FP32", (1,))
+
+
+HEAD_OUTPUTS: Final[dict[str, tuple[TensorSpec, ...]]] = {
+    "linear_probe": (SCORE,),
+    "mlp": (SCORE,),
+    "knn": (SCORE, EXEMPLARS),
+}
+PIPELINE_OUTPUTS: Final = (
+    EMBEDDING,
+    *(head_score(kind) for kind in HEAD_MODELS),
+    PROBABILITY,
+    LABEL,
+    EXEMPLARS,
+)
+# model name -> (inputs, outputs)
+MODEL_IO: Final[dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]] = {
+    ENCODER_MODEL: ((IMAGE,), (EMBEDDING,)),
+    **{
+        model: ((EMBEDDING,), HEAD_OUTPUTS[kind]) for kind, model in HEAD_MODELS.items()
+    },
+    PIPELINE_MODEL: ((IMAGE,), PIPELINE_OUTPUTS),
+}
+
+
+def resolve_dims(
+    spec: TensorSpec, embed_dim: int = DEFAULT_EMBED_DIM, knn_k: int = DEFAULT_KNN_K
+) -> tuple[int, ...]:
+    """Concrete dims of a tensor for one set of artifacts.
+
+    Args:
+        spec: The tensor.
+        embed_dim: Encoder projection width (manifest ``encoder.embed_dim``).
+        knn_k: Neighbours per bank of the served kNN head (2k exemplar strings).
+
+    Returns:
+        The dims with every symbol replaced.
+    """
+    values = {SYM_EMBED_DIM: embed_dim, SYM_EXEMPLARS: 2 * knn_k}
+    return tuple(values[d] if isinstance(d, str) else d for d in spec.dims)

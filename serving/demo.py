@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 
 from serving.artifacts import load_artifacts
-from serving.commands import encoder_for, features_for, robustness, train_and_save
+from serving.commands import (
+    encoder_for,
+    features_for,
+    photo_dirs,
+    robustness,
+    train_and_save,
+)
 from serving.evaluation.controls import controls_table, run_controls
 from serving.evaluation.perturb import QUICK_SUITE
 from serving.evaluation.report import markdown_table, write_report
@@ -52,7 +58,7 @@ def _ensure_bench(
         config,
         progress=progress,
         esrgan_dir=settings.esrgan_dir,
-        extra_photo_dirs=settings.extra_photo_dirs,
+        extra_photo_dirs=photo_dirs(settings),
     )
 
 

@@ -1,1 +1,35 @@
-"""Offline benchmark builder: real photos and images from real neural generators."""
+"""Adapter: the offline benchmark of real photos vs images from real neural generators.
+
+``build_benchmark(out, BenchConfig())`` writes
+``<out>/<split>/<family>/{0_real,1_fake}/<sha256 prefix>.jpg`` (split in train, cal,
+test; each split a UnivFD-style tree) and ``<out>/bench_manifest.json``. Families:
+``dcgan_faces`` (pretrained DCGAN faces), ``esrgan_x2`` (ESRGAN-slim 2x vs bicubic
+2x), ``ae_tconv`` / ``ae_nnconv`` / ``ae_pixelshuffle`` (autoencoders trained here,
+differing only in their up-sampling operator).
+"""
+
+from serving.benchdata.builder import (
+    FAMILIES,
+    KNOWN_CONFOUNDS,
+    MANIFEST_NAME,
+    BenchConfig,
+    build_benchmark,
+)
+from serving.benchdata.photos import (
+    SPLITS,
+    PhotoRecord,
+    discover_photos,
+    find_debian_dirs,
+)
+
+__all__ = [
+    "FAMILIES",
+    "KNOWN_CONFOUNDS",
+    "MANIFEST_NAME",
+    "SPLITS",
+    "BenchConfig",
+    "PhotoRecord",
+    "build_benchmark",
+    "discover_photos",
+    "find_debian_dirs",
+]

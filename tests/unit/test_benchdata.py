@@ -68,7 +68,7 @@ def test_build_benchmark_writes_univfd_layout(
             for label in ("0_real", "1_fake"):
                 files = list((root / split / family / label).glob("*.jpg"))
                 assert len(files) == CONFIG.count(split)
-                assert manifest["counts"][split][family][label] == CONFIG.count(split)
+                assert manifest["counts"][split][family][label] == len(files)
     assert (root / MANIFEST_NAME).is_file()
     assert len(_jpegs(root)) == len(manifest["images"])
 

@@ -1,0 +1,123 @@
+"""Composition root: wire settings, detector, metrics, health and a runner.
+
+`run_worker` is what ``synthguard worker`` runs: it blocks until SIGTERM/SIGINT and
+then drains. `serve` runs the aiokafka runner inside an existing event loop (the
+``up`` and ``stream-demo`` commands, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry
+
+from stream.errors import TransientError
+from stream.health import Health, HealthServer, announce, first_bootstrap, tcp_probe
+from stream.metrics import StreamMetrics
+from stream.ports import Detection, Detector, ModelInfo
+from stream.runners.common import Worker
+from stream.settings import StreamSettings
+from stream.triton_detector import TritonDetector
+
+logger = logging.getLogger(__name__)
+
+
+class PendingDetector:
+    """Stands in until the real detector exists (faust creates it in its agent)."""
+
+    async def info(self) -> ModelInfo:
+        """Always unavailable."""
+        raise TransientError("detector not created yet")
+
+    async def detect(self, images: npt.NDArray[np.uint8]) -> Sequence[Detection]:
+        """Always unavailable."""
+        raise TransientError("detector not created yet")
+
+    async def ready(self) -> bool:
+        """Never ready."""
+        return False
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+def make_worker(
+    settings: StreamSettings,
+    registry: CollectorRegistry | None = None,
+    detector: Detector | None = None,
+) -> Worker:
+    """A `Worker` whose readiness probes the broker and the current detector."""
+    metrics = StreamMetrics(registry or CollectorRegistry())
+    broker = tcp_probe(*first_bootstrap(settings.kafka.bootstrap_servers))
+    health = Health(broker=broker, detector=PendingDetector().ready)
+    worker = Worker(settings, detector or PendingDetector(), metrics, health)
+
+    async def detector_ready() -> bool:
+        return await worker.detector.ready()
+
+    health.detector = detector_ready
+    return worker
+
+
+def triton_detector(settings: StreamSettings) -> TritonDetector:
+    """The Triton adapter configured by `settings` (create inside the loop)."""
+    t = settings.triton
+    return TritonDetector(t.url, t.timeout_s, t.retries, t.backoff_s)
+
+
+async def serve(
+    settings: StreamSettings,
+    stop: asyncio.Event,
+    worker: Worker | None = None,
+    on_url: Callable[[str], None] | None = None,
+) -> None:
+    """Run the aiokafka runner (and the metrics endpoint) until `stop` is set."""
+    from stream.runners.aiokafka_runner import AioKafkaRunner
+
+    worker = worker or make_worker(settings)
+    if isinstance(worker.detector, PendingDetector):
+        worker.detector = triton_detector(settings)
+    server = None
+    if settings.metrics.enabled:
+        m = settings.metrics
+        server = HealthServer(worker.metrics.registry, worker.health, m.host, m.port)
+        url = await server.start()
+        if on_url is not None:
+            on_url(url)
+    try:
+        await AioKafkaRunner(worker).run(stop)
+    finally:
+        if server is not None:
+            await server.stop()
+        await worker.detector.close()
+
+
+async def _main(settings: StreamSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop, on_url=announce)
+
+
+def run_worker(settings: StreamSettings) -> int:
+    """Run the configured runner until SIGTERM/SIGINT; returns the exit code."""
+    logger.info(
+        "worker (%s): kafka %s, triton %s, topic %s",
+        settings.runner,
+        settings.kafka.bootstrap_servers,
+        settings.triton.url,
+        settings.kafka.uploads_topic,
+    )
+    if settings.runner == "faust":
+        from stream.runners.faust_runner import FaustRunner
+
+        FaustRunner(settings, make_worker(settings)).run()
+        return 0
+    asyncio.run(_main(settings))
+    return 0

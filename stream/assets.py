@@ -1,0 +1,91 @@
+"""Application: what the stream stack needs on disk, built on first use.
+
+The offline benchmark (``$SYNTHGUARD_HOME/bench``, or ``bench-tiny``), trained
+artifacts (``artifacts`` / ``artifacts-tiny``: the same layout and settings
+``synthguard demo`` uses, so either command reuses the other's work) and a Triton
+model repository exported from them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+DECISION_HEAD = "linear_probe"
+
+
+@dataclass(frozen=True)
+class AssetPaths:
+    """Where the benchmark and the artifacts live for a profile."""
+
+    bench: Path
+    artifacts: Path
+
+    @classmethod
+    def for_profile(cls, settings: ServingSettings, tiny: bool) -> AssetPaths:
+        """The ``synthguard demo`` locations (``--tiny`` uses its own)."""
+        if tiny:
+            return cls(settings.home / "bench-tiny", settings.home / "artifacts-tiny")
+        return cls(settings.bench_dir, settings.artifacts_dir)
+
+
+def ensure_bench(
+    settings: ServingSettings, bench: Path, tiny: bool, progress: bool
+) -> Path:
+    """Build the offline benchmark unless it is there."""
+    from serving.benchdata import MANIFEST_NAME, BenchConfig, build_benchmark
+
+    if (bench / MANIFEST_NAME).is_file():
+        return bench
+    logger.info("building the offline benchmark in %s (first run only)", bench)
+    config = (
+        BenchConfig(0, n_train=8, n_cal=4, n_test=4, ae_steps=60)
+        if tiny
+        else BenchConfig()
+    )
+    build_benchmark(
+        bench,
+        config,
+        progress=progress,
+        esrgan_dir=settings.esrgan_dir,
+        extra_photo_dirs=settings.extra_photo_dirs,
+    )
+    return bench
+
+
+def ensure_artifacts(
+    settings: ServingSettings, paths: AssetPaths, tiny: bool, progress: bool
+) -> Path:
+    """Train and calibrate the heads on the benchmark unless artifacts exist."""
+    from serving.artifacts import MANIFEST_FILE
+
+    if (paths.artifacts / MANIFEST_FILE).is_file():
+        return paths.artifacts
+    from serving.commands import encoder_for, train_and_save
+    from serving.workflows import DEFAULT_HEADS, HeadOptions
+
+    ensure_bench(settings, paths.bench, tiny, progress)
+    logger.info("training heads into %s (first run only)", paths.artifacts)
+    train_and_save(
+        settings,
+        encoder_for(settings),
+        paths.bench,
+        paths.artifacts,
+        list(DEFAULT_HEADS),
+        DECISION_HEAD,
+        HeadOptions(mlp_epochs=4 if tiny else 32),
+        progress,
+    )
+    return paths.artifacts
+
+
+def export_repo(artifacts: Path, out: Path) -> Path:
+    """Export a Triton model repository into `out` (the encoder symlinked)."""
+    from serving.triton.export import export_repository
+
+    export_repository(artifacts, out, link_encoder=True)
+    return out

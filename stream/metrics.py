@@ -1,0 +1,125 @@
+"""Adapter: Prometheus metrics of the worker on an injected `CollectorRegistry`.
+
+Names come from `stream.names` (``synthguard_`` prefix, base units: seconds and
+events); labels are bounded (stage, label, error class, topic, partition): never an
+image id, tenant or URI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from stream import names
+from stream.events import ModelVersions, Verdict
+from stream.records import Failure, Outcome
+
+STAGE_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+)  # fmt: skip
+E2E_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class StreamMetrics:
+    """Every metric the worker exports.
+
+    Args:
+        registry: Where to register (a fresh one per test; the default per process).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.consumed = Counter(
+            names.METRIC_EVENTS_CONSUMED, "Events read", ["topic"], registry=r
+        )
+        self.processed = Counter(
+            names.METRIC_EVENTS_PROCESSED,
+            "Events finished, by outcome (verdict or dlq)",
+            ["outcome"],
+            registry=r,
+        )
+        self.verdicts = Counter(
+            names.METRIC_VERDICTS, "Verdicts published", ["label"], registry=r
+        )
+        self.dlq = Counter(
+            names.METRIC_DLQ, "DLQ records", ["error_class", "stage"], registry=r
+        )
+        self.dedupe_hits = Counter(
+            names.METRIC_DEDUPE_HITS, "Verdicts served from the hash cache", registry=r
+        )
+        self.stage_seconds = Histogram(
+            names.METRIC_STAGE_SECONDS,
+            "Seconds per stage (fetch, decode per event; infer, publish per batch)",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            names.METRIC_END_TO_END_SECONDS,
+            "Seconds from the record's timestamp to its verdict or DLQ delivery",
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            names.METRIC_BATCH_SIZE,
+            "Events per pipeline batch",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            names.METRIC_INFLIGHT, "Fetched events not yet delivered", registry=r
+        )
+        self.lag = Gauge(
+            names.METRIC_LAG,
+            "Fetch highwater minus position",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.triton_up = Gauge(
+            names.METRIC_TRITON_UP, "1 when the detector answers", registry=r
+        )
+        self.commits = Counter(
+            names.METRIC_COMMITS, "Offset commits acknowledged", registry=r
+        )
+        self.rebalances = Counter(
+            names.METRIC_REBALANCES, "Partition revocations", registry=r
+        )
+        self.model = Info(names.METRIC_MODEL, "Served model versions", registry=r)
+
+    def set_model(self, versions: ModelVersions) -> None:
+        """Publish the served model's versions as the info metric."""
+        self.model.info(versions.model_dump())
+
+    def observe_batch(
+        self, outcomes: Sequence[Outcome], timestamps_ms: Sequence[int | None]
+    ) -> None:
+        """Record one delivered batch (outcomes and their record timestamps)."""
+        self.batch_size.observe(len(outcomes))
+        now_ms = time.time() * 1000.0
+        inferred = False
+        for outcome, ts in zip(outcomes, timestamps_ms, strict=True):
+            if ts is not None:
+                self.end_to_end.observe(max(0.0, now_ms - ts) / 1000.0)
+            if isinstance(outcome, Failure):
+                self.processed.labels("dlq").inc()
+                self.dlq.labels(outcome.error_class, outcome.stage).inc()
+                continue
+            self._verdict(outcome)
+            inferred = inferred or not outcome.cached
+        if inferred:
+            infer_s = max(o.timings.infer_s for o in outcomes if isinstance(o, Verdict))
+            self.stage_seconds.labels("infer").observe(infer_s)
+
+    def _verdict(self, v: Verdict) -> None:
+        self.processed.labels("verdict").inc()
+        self.verdicts.labels(v.label).inc()
+        self.stage_seconds.labels("fetch").observe(v.timings.fetch_s)
+        if v.cached:
+            self.dedupe_hits.inc()
+        else:
+            self.stage_seconds.labels("decode").observe(v.timings.decode_s)

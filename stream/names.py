@@ -1,0 +1,48 @@
+"""Domain: the single source of the stream's Kafka and metric names.
+
+Topics are dotted and versioned; the consumer group is the service. Metric names
+carry the ``synthguard_`` prefix and base units (seconds, events), as the house
+style asks; dashboards and alert rules (issue 5) should import nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+UPLOADS_TOPIC: Final = "synthguard.uploads.v1"
+VERDICTS_TOPIC: Final = "synthguard.verdicts.v1"
+DLQ_TOPIC: Final = "synthguard.uploads.dlq.v1"
+GROUP_ID: Final = "synthguard-worker"
+
+SCHEMA_VERSION: Final = 1
+
+# DLQ headers, Kafka Connect ``__connect.errors.*`` style
+HEADER_ERROR_CLASS: Final = "x-error-class"
+HEADER_ERROR_MESSAGE: Final = "x-error-message"
+HEADER_STAGE: Final = "x-stage"
+HEADER_ATTEMPTS: Final = "x-attempts"
+HEADER_SOURCE_TOPIC: Final = "x-source-topic"
+HEADER_SOURCE_PARTITION: Final = "x-source-partition"
+HEADER_SOURCE_OFFSET: Final = "x-source-offset"
+HEADER_FAILED_AT: Final = "x-failed-at"
+HEADER_SCHEMA_VERSION: Final = "x-schema-version"
+
+PREFIX: Final = "synthguard_"
+METRIC_EVENTS_CONSUMED: Final = PREFIX + "events_consumed_total"
+METRIC_EVENTS_PROCESSED: Final = PREFIX + "events_processed_total"
+METRIC_VERDICTS: Final = PREFIX + "verdicts_total"
+METRIC_DLQ: Final = PREFIX + "dlq_events_total"
+METRIC_DEDUPE_HITS: Final = PREFIX + "dedupe_hits_total"
+METRIC_STAGE_SECONDS: Final = PREFIX + "stage_duration_seconds"
+METRIC_END_TO_END_SECONDS: Final = PREFIX + "end_to_end_seconds"
+METRIC_BATCH_SIZE: Final = PREFIX + "batch_size_events"
+METRIC_INFLIGHT: Final = PREFIX + "inflight_events"
+METRIC_LAG: Final = PREFIX + "consumer_lag_events"
+METRIC_TRITON_UP: Final = PREFIX + "triton_available"
+METRIC_COMMITS: Final = PREFIX + "offset_commits_total"
+METRIC_REBALANCES: Final = PREFIX + "rebalances_total"
+METRIC_MODEL: Final = PREFIX + "model"  # prometheus-client appends ``_info``
+
+STAGES: Final = ("fetch", "decode", "infer", "publish")
+LABELS: Final = ("ai_generated", "real", "uncertain")
+OUTCOMES: Final = ("verdict", "dlq")

@@ -1,0 +1,81 @@
+"""Ports: what the pipeline needs from the outside, as Protocols and plain records.
+
+`Detector` is implemented by `stream.triton_detector.TritonDetector` (Triton over
+gRPC) and by test doubles; the pipeline never imports a Kafka or Triton client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from stream.events import ModelVersions
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One image's result from the detector (before it becomes a `Verdict`).
+
+    Attributes:
+        label: ``ai_generated``, ``real`` or ``uncertain``.
+        probability: Calibrated probability of AI-generated.
+        threshold: Decision threshold of the decision head.
+        uncertain_low: Lower edge of the uncertain band.
+        head_scores: Raw score per head instance.
+        nearest_exemplars: kNN evidence as ``"<bank> <cosine> <id>"`` strings.
+    """
+
+    label: str
+    probability: float
+    threshold: float
+    uncertain_low: float
+    head_scores: Mapping[str, float]
+    nearest_exemplars: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the detector serves: versions and the preprocessing it was trained with.
+
+    Attributes:
+        policy: Versioned preprocessing policy id, e.g. ``clip_default@1``.
+        versions: Versions copied into every verdict.
+        max_batch_size: Largest batch one call may carry (0: unknown).
+    """
+
+    policy: str
+    versions: ModelVersions
+    max_batch_size: int = 0
+
+
+class Detector(Protocol):
+    """Scores preprocessed images: ``uint8 (n, 224, 224, 3)`` → one `Detection` each."""
+
+    async def info(self) -> ModelInfo:
+        """The served model's versions and policy.
+
+        Raises:
+            TransientError: the detector cannot be reached.
+        """
+        ...
+
+    async def detect(self, images: npt.NDArray[np.uint8]) -> Sequence[Detection]:
+        """Score a batch in one call.
+
+        Raises:
+            TransientError: unavailable now (retry later, never skip).
+            PoisonMessageError: the detector rejected the input (stage ``infer``).
+        """
+        ...
+
+    async def ready(self) -> bool:
+        """Whether a call would be served now (False when unreachable)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,245 @@
+"""Adapter: the default runner, plain aiokafka.
+
+One poll loop calls ``getmany`` all the time (so the consumer stays in its group)
+and hands each batch to a task; at most ``max_concurrent_batches`` run at once and
+partitions pause while ``max_in_flight`` events are unfinished or the detector is
+down. A task publishes every outcome, awaits the broker's acknowledgements, marks
+the offsets done in the `OffsetTracker` and commits up to the first undelivered
+offset per partition. Revocation drains, commits and forgets; SIGTERM (the ``stop``
+event) drains within ``drain_timeout_s``, commits, leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from stream.events import SourceRef
+from stream.offsets import OffsetTracker
+from stream.pipeline import Pipeline
+from stream.records import Incoming, Outcome
+from stream.runners.common import Worker, build_pipeline, encode, process_until_done
+
+logger = logging.getLogger(__name__)
+_LAG_EVERY_S = 1.0
+
+
+def incoming(record: Any) -> Incoming:
+    """An aiokafka ``ConsumerRecord`` as a transport-neutral `Incoming`."""
+    return Incoming(
+        payload=record.value or b"",
+        source=SourceRef(
+            topic=record.topic, partition=record.partition, offset=record.offset
+        ),
+        key=record.key,
+        timestamp_ms=record.timestamp,
+    )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+    def __init__(self, runner: AioKafkaRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.runner.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        logger.info("assigned %s", sorted(assigned))
+
+
+class AioKafkaRunner:
+    """Consume uploads, publish verdicts and DLQ records, commit safely."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        k, w = worker.settings.kafka, worker.settings.worker
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=k.bootstrap_servers,
+            group_id=k.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=w.batch_max,
+            max_partition_fetch_bytes=k.max_partition_fetch_bytes,
+            session_timeout_ms=k.session_timeout_ms,
+            heartbeat_interval_ms=k.heartbeat_interval_ms,
+            rebalance_timeout_ms=k.rebalance_timeout_ms,
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=k.bootstrap_servers,
+            acks="all",
+            enable_idempotence=k.enable_idempotence,
+            max_batch_size=k.producer_max_batch_bytes,
+            max_request_size=k.max_request_bytes,
+        )
+        self.tracker: OffsetTracker[Any] = OffsetTracker()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(w.max_concurrent_batches)
+        self._generation = 0
+        self._paused = False
+        self._lag_at = 0.0
+        self._stop = asyncio.Event()
+        self._pipeline: Pipeline | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then drain and leave the group."""
+        self._stop = stop
+        self._pipeline = await build_pipeline(self.worker, stop)
+        if self._pipeline is None:
+            return
+        await self.producer.start()
+        try:
+            await self.consumer.start()
+            topic = self.worker.settings.kafka.uploads_topic
+            self.consumer.subscribe([topic], listener=_Listener(self))
+            self.worker.health.started = True
+            try:
+                await self._poll(stop)
+            finally:
+                await self._drain()
+                await self._commit()
+                await self.consumer.stop()
+        finally:
+            self.worker.health.started = False
+            await self.producer.stop()
+            await self._pipeline.close()
+
+    async def _poll(self, stop: asyncio.Event) -> None:
+        w = self.worker.settings.worker
+        while not stop.is_set():
+            self._backpressure()
+            batches = await self.consumer.getmany(
+                timeout_ms=max(w.batch_wait_ms, 10), max_records=w.batch_max
+            )
+            records = [r for recs in batches.values() for r in recs]
+            for tp, recs in batches.items():
+                self.tracker.add(tp, (r.offset for r in recs))
+                self.worker.metrics.consumed.labels(tp.topic).inc(len(recs))
+            if records:
+                task = asyncio.create_task(self._process(records, self._generation))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            self.worker.metrics.inflight.set(self.tracker.outstanding)
+            await self._update_lag()
+
+    def _backpressure(self) -> None:
+        limit = self.worker.settings.worker.max_in_flight
+        busy = self.tracker.outstanding >= limit or self.worker.health.circuit_open
+        idle = self.tracker.outstanding <= limit // 2
+        assigned = self.consumer.assignment()
+        if busy and not self._paused and assigned:
+            logger.info("pausing %d partitions", len(assigned))
+            self.consumer.pause(*assigned)
+            self._paused = True
+        elif self._paused and idle and not self.worker.health.circuit_open:
+            logger.info("resuming partitions")
+            self.consumer.resume(*assigned)
+            self._paused = False
+
+    async def _process(self, records: Sequence[Any], generation: int) -> None:
+        async with self._slots:
+            if self._pipeline is None or generation != self._generation:
+                return
+            batch = [incoming(r) for r in records]
+            outcomes = await process_until_done(
+                self.worker, self._pipeline, batch, self._stop
+            )
+            if outcomes is None or not await self._publish(outcomes):
+                return  # stopping: not delivered, so not committed
+            self.worker.metrics.observe_batch(outcomes, [b.timestamp_ms for b in batch])
+            if generation != self._generation:
+                return  # revoked meanwhile: the tracker was reset
+            for r in records:
+                self.tracker.done(_tp(r), r.offset)
+        await self._commit()
+
+    async def _publish(self, outcomes: Sequence[Outcome]) -> bool:
+        """Send every outcome and await the acks; retry until delivered or stopped."""
+        kafka = self.worker.settings.kafka
+        delay = 0.5
+        while True:
+            t0 = time.perf_counter()
+            try:
+                futures = []
+                for out in (encode(o, kafka) for o in outcomes):
+                    futures.append(
+                        await self.producer.send(
+                            out.topic, out.value, key=out.key, headers=out.headers
+                        )
+                    )
+                await asyncio.gather(*futures)
+            except KafkaError as exc:
+                logger.warning("publish failed (%r); retrying the batch", exc)
+                if self._stop.is_set():
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                continue
+            elapsed = time.perf_counter() - t0
+            self.worker.metrics.stage_seconds.labels("publish").observe(elapsed)
+            return True
+
+    async def _commit(self) -> None:
+        assigned = self.consumer.assignment()
+        positions = {
+            tp: p for tp, p in self.tracker.to_commit().items() if tp in assigned
+        }
+        if not positions:
+            return
+        try:
+            await self.consumer.commit(positions)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            logger.warning("commit of %s failed: %r", positions, exc)
+            return
+        self.tracker.mark_committed(positions)
+        self.worker.metrics.commits.inc()
+        logger.debug("committed %s", positions)
+
+    async def on_revoked(self, revoked: Any) -> None:
+        """Drain in-flight work (bounded), commit what is delivered, forget the rest."""
+        self.worker.metrics.rebalances.inc()
+        logger.info("revoking %s", sorted(revoked))
+        await self._drain()
+        await self._commit()
+        self._generation += 1
+        self.tracker.reset()
+        self._paused = False
+
+    async def _drain(self) -> None:
+        pending = set(self._tasks)
+        if not pending:
+            return
+        timeout = self.worker.settings.worker.drain_timeout_s
+        _done, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if late:
+            logger.warning("%d batches unfinished after %.1f s", len(late), timeout)
+
+    async def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < _LAG_EVERY_S:
+            return
+        self._lag_at = now
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await self.consumer.position(tp)
+            lag = max(0, highwater - position)
+            self.worker.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def _tp(record: Any) -> Any:
+    from aiokafka import TopicPartition
+
+    return TopicPartition(record.topic, record.partition)

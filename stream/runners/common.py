@@ -1,0 +1,152 @@
+"""Application: what both runners share around the pipeline.
+
+- `wait_for_model`: start-up waits (readiness false) until the detector answers.
+- `process_until_done`: a batch either completes or the worker stops; a detector
+  outage opens the circuit (readiness false, the runner pauses and stops
+  committing) and the same batch is retried once the detector is back: never skipped.
+- `encode`: an outcome as a Kafka record (verdict JSON, or the original payload with
+  DLQ headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stream.decode import DecodeLimits
+from stream.errors import TransientError
+from stream.fetch import FetchLimits
+from stream.health import Health
+from stream.metrics import StreamMetrics
+from stream.pipeline import Pipeline, PipelineConfig
+from stream.ports import Detector, ModelInfo
+from stream.records import Failure, Incoming, Outcome
+from stream.settings import KafkaSettings, StreamSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    """A record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Worker:
+    """What a runner needs besides Kafka: settings, detector, metrics, health."""
+
+    settings: StreamSettings
+    detector: Detector
+    metrics: StreamMetrics
+    health: Health
+
+
+def pipeline_config(settings: StreamSettings) -> PipelineConfig:
+    """`PipelineConfig` from the settings."""
+    f, d, w = settings.fetch, settings.decode, settings.worker
+    return PipelineConfig(
+        fetch=FetchLimits(
+            allowed_hosts=tuple(f.allowed_hosts),
+            file_roots=tuple(f.file_roots),
+            allow_file=f.allow_file,
+            max_bytes=f.max_bytes,
+            inline_max_bytes=f.inline_max_bytes,
+            timeout_s=f.timeout_s,
+            attempts=f.attempts,
+        ),
+        decode=DecodeLimits(
+            max_bytes=f.max_bytes, max_pixels=d.max_pixels, formats=frozenset(d.formats)
+        ),
+        dedupe_size=w.dedupe_size,
+        infer_attempts=w.infer_attempts,
+        infer_backoff_s=w.infer_backoff_s,
+    )
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True when `stop` was set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def wait_for_model(worker: Worker, stop: asyncio.Event) -> ModelInfo | None:
+    """Ask the detector what it serves, retrying until it answers or `stop`."""
+    while not stop.is_set():
+        try:
+            info = await worker.detector.info()
+        except TransientError as exc:
+            worker.metrics.triton_up.set(0)
+            logger.warning("detector not available yet: %s", exc)
+            if await _wait(stop, worker.settings.worker.outage_poll_s):
+                return None
+            continue
+        worker.metrics.triton_up.set(1)
+        worker.metrics.set_model(info.versions)
+        return info
+    return None
+
+
+async def build_pipeline(worker: Worker, stop: asyncio.Event) -> Pipeline | None:
+    """A pipeline for what the detector serves (None when stopped first)."""
+    info = await wait_for_model(worker, stop)
+    if info is None:
+        return None
+    return Pipeline(worker.detector, info, pipeline_config(worker.settings))
+
+
+async def process_until_done(
+    worker: Worker,
+    pipeline: Pipeline,
+    batch: Sequence[Incoming],
+    stop: asyncio.Event,
+) -> list[Outcome] | None:
+    """Run `pipeline.handle_batch` until it succeeds; None if stopped first.
+
+    While the detector is down the circuit is open (`Health.circuit_open`); the
+    caller must neither commit nor skip the batch.
+    """
+    while True:
+        try:
+            outcomes = await pipeline.handle_batch(batch)
+        except TransientError as exc:
+            logger.warning(
+                "detector unavailable, batch of %d held: %s", len(batch), exc
+            )
+            worker.health.circuit_open = True
+            worker.metrics.triton_up.set(0)
+            if not await _until_ready(worker, stop):
+                return None
+            continue
+        if worker.health.circuit_open:
+            logger.info("detector back; resuming")
+        worker.health.circuit_open = False
+        worker.metrics.triton_up.set(1)
+        return outcomes
+
+
+async def _until_ready(worker: Worker, stop: asyncio.Event) -> bool:
+    poll_s = worker.settings.worker.outage_poll_s
+    while not await _wait(stop, poll_s):
+        if await worker.detector.ready():
+            return True
+    return False
+
+
+def encode(outcome: Outcome, kafka: KafkaSettings) -> OutRecord:
+    """A verdict for the verdicts topic, or the DLQ record of a failure."""
+    if isinstance(outcome, Failure):
+        inc = outcome.incoming
+        headers = outcome.headers().to_kafka()
+        return OutRecord(kafka.dlq_topic, inc.key, inc.payload, headers)
+    value = outcome.model_dump_json().encode()
+    return OutRecord(kafka.verdicts_topic, outcome.image_id.encode(), value, [])

@@ -1,0 +1,162 @@
+"""Adapter: the faust-streaming alternative runner on the same pipeline.
+
+One agent with ``concurrency=1`` (faust commits past in-flight messages with more,
+faust-streaming#606) takes batches with ``take_events``. Errors are captured per
+message (DLQ records), nothing raises out of a batch and no table is written inside
+``take`` (faust would ack, i.e. skip, the batch). The tritonclient aio client is
+created inside the agent, on faust's loop. ``producer_max_batch_size=1`` keeps every
+record in its own batch (Tansu's ListOffsets bug).
+
+faust acks a ``take`` batch in a ``finally``, even when the agent is cancelled at
+shutdown. A batch held by a Triton outage therefore has its messages marked as
+acked *without* telling the consumer (`_withhold`): faust commits only contiguous
+acked offsets, so nothing at or past the held batch is committed, and a restarted
+worker reads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import faust
+
+from stream.events import SourceRef
+from stream.health import HealthServer, announce
+from stream.records import Failure, Incoming, Outcome
+from stream.runners.common import Worker, build_pipeline, encode, process_until_done
+from stream.settings import StreamSettings
+from stream.triton_detector import TritonDetector
+
+logger = logging.getLogger(__name__)
+
+
+def incoming(event: Any) -> Incoming:
+    """A faust ``Event`` (raw serializers) as a transport-neutral `Incoming`."""
+    msg = event.message
+    ts = msg.timestamp
+    return Incoming(
+        payload=msg.value or b"",
+        source=SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset),
+        key=msg.key,
+        timestamp_ms=int(ts * 1000) if ts is not None else None,
+    )
+
+
+def _withhold(events: Sequence[Any]) -> None:
+    for event in events:
+        event.message.acked = True  # see the module docstring
+
+
+def app_settings(settings: StreamSettings) -> dict[str, Any]:
+    """Faust ``App`` keyword settings for this worker."""
+    k = settings.kafka
+    return {
+        "broker": [f"kafka://{s.strip()}" for s in k.bootstrap_servers.split(",")],
+        "processing_guarantee": "at_least_once",
+        "store": "memory://",
+        "datadir": tempfile.mkdtemp(prefix="synthguard-faust-"),
+        "web_enabled": False,
+        "topic_disable_leader": True,
+        "producer_max_batch_size": 1,
+        "producer_acks": -1,
+        "producer_max_request_size": k.max_request_bytes,
+        "consumer_max_fetch_size": k.max_partition_fetch_bytes,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": k.session_timeout_ms / 1000,
+        "broker_rebalance_timeout": k.rebalance_timeout_ms / 1000,
+        "broker_heartbeat_interval": k.heartbeat_interval_ms / 1000,
+        "broker_commit_interval": 1.0,
+    }
+
+
+class FaustRunner:
+    """Builds the faust app around a `Worker` whose detector the agent creates."""
+
+    def __init__(self, settings: StreamSettings, worker: Worker) -> None:
+        self.settings, self.worker = settings, worker
+        k = settings.kafka
+        self.app = faust.App(k.group_id, **app_settings(settings))
+        self.uploads = self._raw_topic(k.uploads_topic)
+        self.out_topics = {
+            n: self._raw_topic(n) for n in (k.verdicts_topic, k.dlq_topic)
+        }
+        self.app.agent(self.uploads, name="moderate", concurrency=1)(self._agent)
+        self.app.task(self._serve_metrics)
+
+    def _raw_topic(self, name: str) -> Any:
+        return self.app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+    async def _agent(self, stream: Any) -> AsyncIterator[None]:
+        t = self.settings.triton
+        # created here: grpc.aio binds to the running loop (faust's)
+        self.worker.detector = TritonDetector(
+            t.url, t.timeout_s, t.retries, t.backoff_s
+        )
+        stop = asyncio.Event()
+        pipeline = await build_pipeline(self.worker, stop)
+        if pipeline is None:
+            return
+        self.worker.health.started = True
+        w = self.settings.worker
+        within = max(w.batch_wait_ms, 10) / 1000
+        async for events in stream.take_events(w.batch_max, within=within):
+            held = list(events)
+            try:
+                outcomes = await self._outcomes(pipeline, held, stop)
+                if outcomes is not None and await self._publish(outcomes):
+                    held = []
+                    batch_ts = [incoming(e).timestamp_ms for e in events]
+                    self.worker.metrics.observe_batch(outcomes, batch_ts)
+            finally:
+                _withhold(held)
+            yield None
+
+    async def _outcomes(
+        self, pipeline: Any, events: Sequence[Any], stop: asyncio.Event
+    ) -> list[Outcome] | None:
+        batch = [incoming(e) for e in events]
+        for e in batch:
+            self.worker.metrics.consumed.labels(e.source.topic).inc()
+        try:
+            return await process_until_done(self.worker, pipeline, batch, stop)
+        except Exception as exc:  # never raise out of take(): faust would skip it
+            logger.exception("batch failed unexpectedly; to the DLQ")
+            msg = f"{type(exc).__name__}: {exc}"
+            return [Failure(i, "internal", "pipeline", msg) for i in batch]
+
+    async def _publish(self, outcomes: Sequence[Outcome]) -> bool:
+        futures = []
+        for out in (encode(o, self.settings.kafka) for o in outcomes):
+            futures.append(
+                await self.out_topics[out.topic].send(
+                    key=out.key, value=out.value, headers=out.headers
+                )
+            )
+        await asyncio.gather(*futures)
+        return True
+
+    async def _serve_metrics(self) -> None:
+        m = self.settings.metrics
+        if m.enabled:
+            server = HealthServer(
+                self.worker.metrics.registry, self.worker.health, m.host, m.port
+            )
+            announce(await server.start())
+
+    def run(self) -> None:
+        """Run the faust worker until SIGTERM/SIGINT (exits the process)."""
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        worker = faust.Worker(
+            self.app, loglevel=level if level != "warning" else "warn"
+        )
+        worker.execute_from_commandline()

@@ -1,0 +1,140 @@
+"""Configuration: the stream worker's settings, read once from ``SYNTHGUARD_*``.
+
+Nested groups use ``__``: ``SYNTHGUARD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``,
+``SYNTHGUARD_TRITON__URL=127.0.0.1:8001``,
+``SYNTHGUARD_FETCH__ALLOWED_HOSTS='["images.example.com"]'`` (lists as JSON). The
+defaults suit the embedded Tansu broker; on a real Kafka cluster set
+``SYNTHGUARD_KAFKA__ENABLE_IDEMPOTENCE=true`` and
+``SYNTHGUARD_KAFKA__PRODUCER_MAX_BATCH_BYTES=16384``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream import names
+
+MiB = 1024 * 1024
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    """Broker, topics and client tuning.
+
+    Attributes:
+        producer_max_batch_bytes: 16 puts every record in its own batch: Tansu's
+            ListOffsets answers the last batch's base offset + 1, so multi-record
+            batches break ``end_offsets`` for every later reader.
+        enable_idempotence: Off by default because Tansu rejects InitProducerId;
+            turn on against real Kafka (then ``acks=all`` is implied).
+        partitions: Partitions for topics this service creates (``up``, demo).
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    uploads_topic: str = names.UPLOADS_TOPIC
+    verdicts_topic: str = names.VERDICTS_TOPIC
+    dlq_topic: str = names.DLQ_TOPIC
+    group_id: str = names.GROUP_ID
+    enable_idempotence: bool = False
+    producer_max_batch_bytes: int = Field(16, ge=1)
+    max_request_bytes: int = Field(4 * MiB, ge=1024)
+    max_partition_fetch_bytes: int = Field(4 * MiB, ge=1024)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(1_000, ge=100)
+    rebalance_timeout_ms: int = Field(10_000, ge=1000)
+    partitions: int = Field(4, ge=1)
+
+
+class TritonSettings(_Group):
+    """Where Triton listens (gRPC) and how the client retries."""
+
+    url: str = "127.0.0.1:8001"
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(2, ge=0)
+    backoff_s: float = Field(0.2, gt=0)
+
+
+class FetchSettings(_Group):
+    """Claim-check fetching limits.
+
+    Attributes:
+        allowed_hosts: ``https`` hosts to fetch from; ``*.example.com`` matches
+            subdomains. Empty: no https fetching.
+        file_roots: Directories ``file://`` URIs must lie under; empty: anywhere
+            (development). Set it in production.
+        allow_file: Whether ``file://`` URIs are accepted at all.
+    """
+
+    allowed_hosts: list[str] = Field(default_factory=list)
+    file_roots: list[Path] = Field(default_factory=list)
+    allow_file: bool = True
+    max_bytes: int = Field(20 * MiB, ge=1)
+    inline_max_bytes: int = Field(900_000, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+    attempts: int = Field(3, ge=1)
+
+
+class DecodeSettings(_Group):
+    """Decoder limits against hostile images."""
+
+    max_pixels: int = Field(40_000_000, ge=1)
+    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
+
+
+class WorkerSettings(_Group):
+    """Batching, backpressure, retries and shutdown.
+
+    Attributes:
+        batch_max: Most events per pipeline batch (one Triton call).
+        batch_wait_ms: How long a poll waits to fill a batch.
+        max_in_flight: Fetched-but-unfinished events above which partitions pause.
+        max_concurrent_batches: Batches processed at once (overlaps decode and
+            inference).
+        drain_timeout_s: How long SIGTERM and revocation wait for in-flight work.
+        dedupe_size: LRU entries of content-hash dedupe (0 disables it).
+        infer_attempts: Pipeline attempts per batch before reporting a transient
+            failure to the runner (which then pauses and retries until Triton is back).
+        infer_backoff_s: First delay between those attempts (doubles, capped 2 s).
+        outage_poll_s: How often a paused runner probes Triton.
+    """
+
+    batch_max: int = Field(16, ge=1)
+    batch_wait_ms: int = Field(50, ge=0)
+    max_in_flight: int = Field(64, ge=1)
+    max_concurrent_batches: int = Field(2, ge=1)
+    drain_timeout_s: float = Field(20.0, ge=0)
+    dedupe_size: int = Field(4096, ge=0)
+    infer_attempts: int = Field(3, ge=1)
+    infer_backoff_s: float = Field(0.5, ge=0)
+    outage_poll_s: float = Field(1.0, gt=0)
+
+
+class MetricsSettings(_Group):
+    """The ``/metrics``, ``/healthz``, ``/readyz`` endpoint (port 0: a free port)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class StreamSettings(BaseSettings):
+    """Everything the worker needs, frozen after reading."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SYNTHGUARD_", env_nested_delimiter="__", frozen=True
+    )
+
+    runner: Literal["aiokafka", "faust"] = "aiokafka"
+    kafka: KafkaSettings = KafkaSettings()
+    triton: TritonSettings = TritonSettings()
+    fetch: FetchSettings = FetchSettings()
+    decode: DecodeSettings = DecodeSettings()
+    worker: WorkerSettings = WorkerSettings()
+    metrics: MetricsSettings = MetricsSettings()

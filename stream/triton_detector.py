@@ -1,0 +1,100 @@
+"""Adapter: the `stream.ports.Detector` port on Triton (`TritonDetectorClient`).
+
+Maps `serving` errors onto the stream's: ``InferenceUnavailableError`` →
+`TransientError`, ``InvalidInputError`` → `PoisonMessageError` (stage ``infer``).
+The gRPC channel is created lazily, inside the running event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from serving.errors import InferenceUnavailableError, InvalidInputError
+from serving.triton import names as triton_names
+from serving.triton.client import TritonDetectorClient
+from stream.errors import PoisonMessageError, TransientError
+from stream.events import ModelVersions
+from stream.ports import Detection, ModelInfo
+
+
+def model_versions(summary: dict[str, Any]) -> ModelVersions:
+    """`ModelVersions` from the manifest summary the exporter puts in the config.
+
+    The artifact manifest has no separate calibration version: heads and their
+    calibration are written (and re-written by ``synthguard calibrate``) together,
+    so the release timestamp identifies both.
+    """
+    release = str(summary.get("created_utc", "unknown"))
+    heads = summary.get("heads") or {}
+    decision = str(summary.get("decision_head", "unknown"))
+    return ModelVersions(
+        encoder=str(summary.get("encoder", "unknown")),
+        policy=str(summary.get("policy", "unknown")),
+        heads=",".join(f"{n}:{k}" for n, k in sorted(heads.items())),
+        calibration=f"{decision}@{release}",
+        artifacts=release,
+        synthguard=str(summary.get("synthguard_version", "unknown")),
+    )
+
+
+class TritonDetector:
+    """`Detector` backed by the ``synthguard_detector`` Triton pipeline.
+
+    Args:
+        url: Triton gRPC ``host:port``.
+        timeout_s: Deadline per call.
+        retries: Client-level retries on ``UNAVAILABLE`` (the pipeline retries too).
+        backoff_s: First client retry delay.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 30.0,
+        retries: int = 2,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self._client = TritonDetectorClient(url, timeout_s, retries, backoff_s)
+
+    async def info(self) -> ModelInfo:
+        """Versions and policy from the pipeline model's config parameters."""
+        try:
+            info = await self._client.detector_info()
+        except InferenceUnavailableError as exc:
+            raise TransientError(str(exc)) from exc
+        versions = model_versions(info.versions)
+        return ModelInfo(versions.policy, versions, info.max_batch_size)
+
+    async def detect(self, images: npt.NDArray[np.uint8]) -> Sequence[Detection]:
+        """One Triton call (split by the client only above ``max_batch_size``)."""
+        try:
+            raw = await self._client.detect(images)
+        except InferenceUnavailableError as exc:
+            raise TransientError(str(exc)) from exc
+        except InvalidInputError as exc:
+            raise PoisonMessageError(
+                str(exc), error_class="invalid_input", stage="infer"
+            ) from exc
+        return [
+            Detection(
+                label=r["label"],
+                probability=r["probability"],
+                threshold=r["threshold"],
+                uncertain_low=r["uncertain_low"],
+                head_scores=r["head_scores"],
+                nearest_exemplars=tuple(r["nearest_exemplars"]),
+            )
+            for r in raw
+        ]
+
+    async def ready(self) -> bool:
+        """Whether the pipeline model is loaded and reachable."""
+        return await self._client.model_ready(triton_names.PIPELINE_MODEL)
+
+    async def close(self) -> None:
+        """Close the gRPC channel."""
+        await self._client.close()

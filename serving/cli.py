@@ -33,6 +33,13 @@ def _add_common_train(p: argparse.ArgumentParser) -> None:
         "--gamma", type=float, default=0.1, help="MLP loss: γ·CVaR + (1−γ)·AUC"
     )
     p.add_argument("--mlp-epochs", type=int, default=32)
+    p.add_argument("--probe-lr", type=float, default=1e-4, help="linear probe AdamW lr")
+    p.add_argument(
+        "--probe-batch-size",
+        type=int,
+        default=None,
+        help="linear probe batch (default: 256 shrunk to keep 16 steps/epoch)",
+    )
     p.add_argument(
         "--target-fpr",
         type=float,

@@ -42,6 +42,8 @@ def head_options(args: argparse.Namespace) -> HeadOptions:
         seed=args.seed,
         mlp_gamma=args.gamma,
         mlp_epochs=args.mlp_epochs,
+        probe_lr=args.probe_lr,
+        probe_batch_size=args.probe_batch_size,
         target_fpr=args.target_fpr,
         uncertain_fpr=args.uncertain_fpr,
     )

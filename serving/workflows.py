@@ -44,6 +44,8 @@ class HeadOptions:
     mlp_gamma: float = 0.1
     mlp_epochs: int = 32
     mlp_batch_size: int = 256
+    probe_lr: float = 1e-4
+    probe_batch_size: int | None = None  # None: scaled to the data, see probe_batch
     val_fraction: float = 0.2
     target_fpr: float = 0.01
     uncertain_fpr: float = 0.05
@@ -68,7 +70,19 @@ def dataset_items(
     return items
 
 
-def make_head(name: str, opts: HeadOptions) -> Head:
+def probe_batch(n_fit: int, opts: HeadOptions) -> int:
+    """Linear-probe batch size: UnivFD's 256, shrunk on small data.
+
+    UnivFD trained on ~720k images (thousands of steps per epoch); on a few hundred
+    images batch 256 gives two steps per epoch and early stopping fires before the
+    probe moves. We keep at least 16 steps per epoch (batch between 32 and 256).
+    """
+    if opts.probe_batch_size is not None:
+        return opts.probe_batch_size
+    return max(32, min(256, n_fit // 16))
+
+
+def make_head(name: str, opts: HeadOptions, n_fit: int = 0) -> Head:
     """Build an unfitted head from its instance name (``knn_k<k>``, ``linear_probe``, ``mlp``).
 
     Raises:
@@ -77,7 +91,10 @@ def make_head(name: str, opts: HeadOptions) -> Head:
     if m := _KNN.match(name):
         return KnnHead(int(m.group(1)))
     if name == "linear_probe":
-        return LinearProbeHead(LinearProbeConfig(seed=opts.seed))
+        probe = LinearProbeConfig(
+            lr=opts.probe_lr, batch_size=probe_batch(n_fit, opts), seed=opts.seed
+        )
+        return LinearProbeHead(probe)
     if name == "mlp":
         cfg = MlpTrainConfig(
             gamma=opts.mlp_gamma,
@@ -122,7 +139,7 @@ def fit_heads(
     fit_part, val_part = split_train_val(train, opts.val_fraction, opts.seed)
     heads: dict[str, Head] = {}
     for name in names:
-        head = make_head(name, opts)
+        head = make_head(name, opts, n_fit=len(fit_part.y))
         logger.info("fitting %s on %d images", name, len(fit_part.y))
         if isinstance(head, KnnHead):
             head.fit(labeled(train), labeled(val_part))  # banks use every train image

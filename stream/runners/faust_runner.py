@@ -157,6 +157,8 @@ class FaustRunner:
         """Run the faust worker until SIGTERM/SIGINT (exits the process)."""
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
         worker = faust.Worker(
-            self.app, loglevel=level if level != "warning" else "warn"
+            self.app,
+            loglevel=level if level != "warning" else "warn",
+            redirect_stdouts=False,  # the endpoint announcement stays on stdout
         )
         worker.execute_from_commandline()

@@ -63,3 +63,12 @@ def test_lofo_tests_only_the_held_out_family() -> None:
     assert sorted(r.domain for r in ev.results) == ["a", "b", "c"]
     assert all(r.n_real == 40 and r.n_fake == 40 for r in ev.results)
     assert np.isfinite([r.ap for r in ev.results]).all()
+
+
+def test_probe_batch_keeps_sixteen_steps_per_epoch_on_small_data() -> None:
+    from serving.workflows import probe_batch
+
+    assert probe_batch(512, HeadOptions()) == 32
+    assert probe_batch(100_000, HeadOptions()) == 256
+    assert probe_batch(10, HeadOptions()) == 32
+    assert probe_batch(10, HeadOptions(probe_batch_size=8)) == 8

@@ -1,0 +1,171 @@
+"""End to end: REAL Tansu broker, REAL tritonserver, the worker as a subprocess.
+
+Every test runs for both runners (aiokafka and faust) with the same assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stream_harness import (
+    StreamCase,
+    WorkerProcess,
+    file_events,
+    inline_event,
+    uri_event,
+)
+
+from serving.triton.server import ServerOptions, TritonServer
+from stream.broker import TansuBroker
+from stream.testing import bomb_png, truncated_jpeg
+
+RUNNERS = ("aiokafka", "faust")
+HEADS = {"knn_k1", "linear_probe", "mlp"}
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.ensure_stopped()
+
+
+def _images(images_dir: Path, n: int) -> list[Path]:
+    reals, fakes = sorted(images_dir.glob("real_*")), sorted(images_dir.glob("fake_*"))
+    mixed = [p for pair in zip(reals, fakes, strict=False) for p in pair]
+    return mixed[:n]
+
+
+def _poison() -> dict[str, tuple[bytes, str]]:
+    return {
+        "p-truncated": (inline_event("p-truncated", truncated_jpeg()), "truncated"),
+        "p-zero": (inline_event("p-zero", b""), "empty"),
+        "p-text": (inline_event("p-text", b"not an image at all"), "not_an_image"),
+        "p-oversize": (inline_event("p-oversize", b"\xff" * 300_000), "too_large"),
+        "p-bomb": (inline_event("p-bomb", bomb_png()), "decompression_bomb"),
+        "p-json": (b'{"image_id": "p-json", "uri": ', "bad_json"),
+        "p-fields": (json.dumps({"image_id": "p-fields"}).encode(), "schema"),
+        "p-host": (
+            uri_event("p-host", "https://evil.example.net/a.jpg"),
+            "uri_not_allowed",
+        ),
+    }
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_e2e_n_images_in_n_verdicts_out_and_poison_to_dlq(
+    runner: str,
+    broker: TansuBroker,
+    triton: TritonServer,
+    images_dir: Path,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    case = StreamCase(broker.bootstrap, triton.grpc_url)
+    await case.create_topics()
+    good, ids = file_events(_images(images_dir, 8), "img-")
+    poison = _poison()
+    # poison in the middle: good events after it must still get verdicts
+    await case.produce(good[:4] + [p for p, _c in poison.values()] + good[4:])
+    workers.append(WorkerProcess(runner, case.env(), tmp_path))
+    verdicts = await case.verdicts_read(len(good), 120)
+    assert sorted(v["image_id"] for v in verdicts) == sorted(ids), workers[0].log_tail()
+    for v in verdicts:
+        assert v["versions"]["policy"] == "clip_default@1"
+        assert set(v["head_scores"]) == HEADS
+        assert v["nearest_exemplars"]
+        assert v["source"]["topic"] == case.uploads
+    dlq = await case.dlq_read(len(poison), 60)
+    by_class = sorted(h.error_class for _v, h in dlq)
+    assert by_class == sorted(c for _p, c in poison.values())
+    assert {value for value, _h in dlq} == {p for p, _c in poison.values()}
+    await asyncio.sleep(2.0)  # faust commits on its interval
+    assert await case.committed_total() == len(good) + len(poison)
+    assert workers[0].terminate() == 0
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_e2e_sigkill_mid_batch_then_restart_loses_nothing(
+    runner: str,
+    broker: TansuBroker,
+    triton: TritonServer,
+    images_dir: Path,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    case = StreamCase(broker.bootstrap, triton.grpc_url)
+    await case.create_topics()
+    payloads, ids = file_events(_images(images_dir, 20), "k-")
+    await case.produce(payloads)
+    env = case.env(SYNTHGUARD_WORKER__MAX_CONCURRENT_BATCHES="1")
+    workers.append(WorkerProcess(runner, env, tmp_path))
+    first = await case.verdicts_read(6, 120)
+    workers[0].kill()  # SIGKILL: no drain, no commit, no LeaveGroup
+    assert 6 <= len(first) < len(ids), "kill came too late to be mid-stream"
+    workers.append(WorkerProcess(runner, env, tmp_path))
+    counts = await case.ids_verdicted(set(ids), 180)
+    assert set(counts) == set(ids), workers[-1].log_tail()
+    duplicates = sum(counts.values()) - len(ids)
+    # only what was in flight when killed: at most two batches of 4
+    assert duplicates <= 8, counts
+    await asyncio.sleep(2.0)
+    assert await case.committed_total() == len(ids)
+    assert workers[-1].terminate() == 0
+
+
+@pytest.fixture
+def own_triton(model_repo: Path, tmp_path: Path) -> Iterator[TritonServer]:
+    """A Triton of this test's own, restartable on the same ports."""
+    first = TritonServer(model_repo, ServerOptions(), work_dir=tmp_path / "triton")
+    with first:
+        yield first
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_e2e_triton_outage_holds_commits_then_resumes(
+    runner: str,
+    broker: TansuBroker,
+    own_triton: TritonServer,
+    model_repo: Path,
+    images_dir: Path,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    case = StreamCase(broker.bootstrap, own_triton.grpc_url)
+    await case.create_topics()
+    files = _images(images_dir, 10)
+    before, before_ids = file_events(files[:4], "b-")
+    during, during_ids = file_events(files[4:], "d-")
+    await case.produce(before)
+    workers.append(WorkerProcess(runner, case.env(), tmp_path))
+    ready_url = (await workers[0].endpoints())["ready"]
+    assert len(await case.verdicts_read(4, 120)) == 4
+    await asyncio.sleep(2.0)
+    assert await case.committed_total() == 4
+    ports = (own_triton.http_port, own_triton.grpc_port, own_triton.metrics_port)
+    own_triton.stop()
+    await case.produce(during)
+    await asyncio.sleep(6.0)  # consumed, retried, held
+    assert len(await case.verdicts_read(5, 1)) == 4  # nothing new
+    assert await case.committed_total() == 4  # nothing committed past held events
+    assert await _status(ready_url) == 503
+    again = ServerOptions(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2])
+    with TritonServer(model_repo, again, work_dir=tmp_path / "triton2"):
+        counts = await case.ids_verdicted(set(before_ids) | set(during_ids), 120)
+        assert set(counts) == set(before_ids) | set(during_ids), workers[0].log_tail()
+        await asyncio.sleep(2.0)
+        assert await case.committed_total() == 10
+        assert await _status(ready_url) == 200
+        assert workers[0].terminate() == 0
+
+
+async def _status(url: str) -> int:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.synthguard-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo bench-data train eval test lint typecheck imports unit integration fmt clean
+.PHONY: help setup demo stream-demo up test-stream bench-stream bench-serving test lint typecheck imports unit fmt clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,21 @@ $(STAMP): requirements.txt pyproject.toml scripts/fetch_assets.sh
 
 demo: setup  ## main job: build the offline benchmark, train the heads, print the evaluation
 	$(BIN)/synthguard demo
+
+stream-demo: setup  ## streaming demo: embedded Kafka + Triton + worker, live verdicts, summary
+	$(BIN)/synthguard stream-demo
+
+up: setup  ## keep the embedded broker, Triton and a worker running (Ctrl-C stops)
+	$(BIN)/synthguard up
+
+test-stream: setup  ## stream tests only (real broker and Triton)
+	$(BIN)/pytest tests/unit/test_stream_*.py tests/integration/test_stream_*.py tests/e2e
+
+bench-serving: setup  ## in-process vs Triton encoder throughput
+	$(PY) -m bench.serving
+
+bench-stream: setup  ## end-to-end events/s through Kafka + Triton vs bare Triton
+	$(PY) -m bench.stream
 
 test: setup lint typecheck imports  ## lint, type-check, import contracts and every test
 	$(BIN)/pytest

@@ -51,6 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=("auto", "inline", "uri"), default="uri")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    p.add_argument("--batch", type=int, default=4, help="worker batch size")
 
 
 def cmd_worker(
@@ -133,6 +134,7 @@ def cmd_stream_demo(
         mode=args.mode,
         timeout_s=args.timeout,
         progress=not args.no_progress,
+        batch_max=args.batch,
     )
     return run_stream_demo(serving, settings, opts)
 

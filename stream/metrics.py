@@ -33,7 +33,10 @@ class StreamMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        r = registry
+        self._counters(registry)
+        self._distributions(registry)
+
+    def _counters(self, r: CollectorRegistry) -> None:
         self.consumed = Counter(
             names.METRIC_EVENTS_CONSUMED, "Events read", ["topic"], registry=r
         )
@@ -52,6 +55,15 @@ class StreamMetrics:
         self.dedupe_hits = Counter(
             names.METRIC_DEDUPE_HITS, "Verdicts served from the hash cache", registry=r
         )
+        self.commits = Counter(
+            names.METRIC_COMMITS, "Offset commits acknowledged", registry=r
+        )
+        self.rebalances = Counter(
+            names.METRIC_REBALANCES, "Partition revocations", registry=r
+        )
+        self.model = Info(names.METRIC_MODEL, "Served model versions", registry=r)
+
+    def _distributions(self, r: CollectorRegistry) -> None:
         self.stage_seconds = Histogram(
             names.METRIC_STAGE_SECONDS,
             "Seconds per stage (fetch, decode per event; infer, publish per batch)",
@@ -83,13 +95,6 @@ class StreamMetrics:
         self.triton_up = Gauge(
             names.METRIC_TRITON_UP, "1 when the detector answers", registry=r
         )
-        self.commits = Counter(
-            names.METRIC_COMMITS, "Offset commits acknowledged", registry=r
-        )
-        self.rebalances = Counter(
-            names.METRIC_REBALANCES, "Partition revocations", registry=r
-        )
-        self.model = Info(names.METRIC_MODEL, "Served model versions", registry=r)
 
     def set_model(self, versions: ModelVersions) -> None:
         """Publish the served model's versions as the info metric."""

@@ -113,6 +113,20 @@ class Stack:
                 await self._task
             self._task = None
 
+    async def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until the worker's readiness holds (group joined, Triton up).
+
+        Raises:
+            FatalError: the worker failed or was not ready in time.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        await self.wait_serving(timeout_s)
+        while self.worker is None or not await self.worker.health.ready():
+            if self.worker_failed is not None or loop.time() > deadline:
+                raise FatalError(f"worker not ready: {self.worker_failed!r}")
+            await asyncio.sleep(0.2)
+
     @property
     def worker_failed(self) -> BaseException | None:
         """The worker task's exception, if it ended with one."""

@@ -18,9 +18,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from stream.errors import FatalError
 from stream.events import SourceRef
 from stream.offsets import OffsetTracker
 from stream.pipeline import Pipeline
@@ -52,6 +58,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped bas
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         logger.info("assigned %s", sorted(assigned))
+        self.runner.worker.health.started = True
 
 
 class AioKafkaRunner:
@@ -86,9 +93,15 @@ class AioKafkaRunner:
         self._lag_at = 0.0
         self._stop = asyncio.Event()
         self._pipeline: Pipeline | None = None
+        self._failure: BaseException | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then drain and leave the group."""
+        """Run until `stop` is set, then drain and leave the group.
+
+        Raises:
+            FatalError: a batch task failed unexpectedly (after a drain and a commit
+                of what was delivered; the process should exit and be restarted).
+        """
         self._stop = stop
         self._pipeline = await build_pipeline(self.worker, stop)
         if self._pipeline is None:
@@ -98,7 +111,6 @@ class AioKafkaRunner:
             await self.consumer.start()
             topic = self.worker.settings.kafka.uploads_topic
             self.consumer.subscribe([topic], listener=_Listener(self))
-            self.worker.health.started = True
             try:
                 await self._poll(stop)
             finally:
@@ -109,6 +121,8 @@ class AioKafkaRunner:
             self.worker.health.started = False
             await self.producer.stop()
             await self._pipeline.close()
+        if self._failure is not None:
+            raise FatalError(f"batch task failed: {self._failure!r}") from self._failure
 
     async def _poll(self, stop: asyncio.Event) -> None:
         w = self.worker.settings.worker
@@ -124,9 +138,18 @@ class AioKafkaRunner:
             if records:
                 task = asyncio.create_task(self._process(records, self._generation))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(self._task_done)
             self.worker.metrics.inflight.set(self.tracker.outstanding)
             await self._update_lag()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        # a bug, not a bad event (those are DLQ records): stop, never skip
+        logger.error("batch task failed; stopping", exc_info=task.exception())
+        self._failure = self._failure or task.exception()
+        self._stop.set()
 
     def _backpressure(self) -> None:
         limit = self.worker.settings.worker.max_in_flight
@@ -240,6 +263,4 @@ class AioKafkaRunner:
 
 
 def _tp(record: Any) -> Any:
-    from aiokafka import TopicPartition
-
     return TopicPartition(record.topic, record.partition)

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from stream.events import SourceRef
 from stream.health import HealthServer, announce
@@ -135,15 +136,25 @@ class FaustRunner:
             return [Failure(i, "internal", "pipeline", msg) for i in batch]
 
     async def _publish(self, outcomes: Sequence[Outcome]) -> bool:
-        futures = []
-        for out in (encode(o, self.settings.kafka) for o in outcomes):
-            futures.append(
-                await self.out_topics[out.topic].send(
-                    key=out.key, value=out.value, headers=out.headers
-                )
-            )
-        await asyncio.gather(*futures)
-        return True
+        """Send every outcome, await the acks; retry the batch on broker errors."""
+        delay = 0.5
+        while True:
+            try:
+                futures = []
+                for out in (encode(o, self.settings.kafka) for o in outcomes):
+                    topic = self.out_topics[out.topic]
+                    futures.append(
+                        await topic.send(
+                            key=out.key, value=out.value, headers=out.headers
+                        )
+                    )
+                await asyncio.gather(*futures)
+            except KafkaError as exc:
+                logger.warning("publish failed (%r); retrying the batch", exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                continue
+            return True
 
     async def _serve_metrics(self) -> None:
         m = self.settings.metrics

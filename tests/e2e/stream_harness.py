@@ -109,6 +109,18 @@ class StreamCase:
         )
         return [(r.value, DeadLetterHeaders.from_kafka(list(r.headers))) for r in recs]
 
+    async def committed_total_reaches(
+        self, expected: int, timeout_s: float = 10.0
+    ) -> int:
+        """Poll the committed total until it equals `expected` (or timeout)."""
+        total = -1
+        for _ in range(int(timeout_s / 0.25)):
+            total = await self.committed_total()
+            if total == expected:
+                break
+            await asyncio.sleep(0.25)
+        return total
+
     async def committed_total(self) -> int:
         offsets = await committed_offsets(
             self.bootstrap, self.group, self.uploads, PARTITIONS

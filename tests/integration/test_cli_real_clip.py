@@ -26,7 +26,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     home = tmp_path_factory.mktemp("home")
     tiny = BenchConfig.tiny(families=("dcgan_faces", "ae_tconv", "ae_pixelshuffle"))
-    config = dataclasses.replace(tiny, n_train=3)
+    config = dataclasses.replace(tiny, n_train=3, crop_short_sides=(256, 384, 512))
     build_benchmark(home / "bench", config, progress=False)
     return home
 

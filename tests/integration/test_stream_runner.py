@@ -197,3 +197,28 @@ async def test_runner_holds_commits_while_detector_down_then_resumes(
 async def _get(url: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         return resp.status, await resp.text()
+
+
+class _BuggyDetector(FakeDetector):
+    async def detect(self, images: Any) -> Any:
+        raise RuntimeError("a bug, not a bad event")
+
+
+async def test_runner_stops_on_an_unexpected_batch_error_without_committing(
+    broker: TansuBroker,
+) -> None:
+    settings = _settings(broker.bootstrap)
+    k = settings.kafka
+    await create_topics(
+        k.bootstrap_servers,
+        [k.uploads_topic, k.verdicts_topic, k.dlq_topic],
+        PARTITIONS,
+    )
+    worker = make_worker(settings, CollectorRegistry(), _BuggyDetector())
+    await _produce(settings, [_good("x", 10)])
+    with pytest.raises(FatalError, match="a bug"):
+        await asyncio.wait_for(serve(settings, asyncio.Event(), worker), 60)
+    committed = await committed_offsets(
+        k.bootstrap_servers, k.group_id, k.uploads_topic, PARTITIONS
+    )
+    assert all((v or 0) == 0 for v in committed.values())  # the event is not skipped

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.synthguard-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo stream-demo up test-stream bench-stream bench-serving test lint typecheck imports unit fmt clean
+.PHONY: help setup demo eval-demo up test-stream bench-stream bench-serving test lint typecheck imports unit fmt clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,11 +23,11 @@ $(STAMP): requirements.txt pyproject.toml scripts/fetch_assets.sh
 	bash scripts/fetch_assets.sh
 	touch $(STAMP)
 
-demo: setup  ## main job: build the offline benchmark, train the heads, print the evaluation
-	$(BIN)/synthguard demo
-
-stream-demo: setup  ## streaming demo: embedded Kafka + Triton + worker, live verdicts, summary
+demo: setup  ## main job: embedded Kafka + Triton + worker on the offline benchmark, live verdicts, summary
 	$(BIN)/synthguard stream-demo
+
+eval-demo: setup  ## offline job: build the benchmark, train the heads, print the evaluation tables
+	$(BIN)/synthguard eval-demo
 
 up: setup  ## keep the embedded broker, Triton and a worker running (Ctrl-C stops)
 	$(BIN)/synthguard up

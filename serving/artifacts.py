@@ -171,7 +171,7 @@ def read_manifest(directory: Path) -> Manifest:
     path = directory / MANIFEST_FILE
     if not path.is_file():
         raise MissingWeightsError(
-            f"{path} not found; train heads first with `synthguard train` (or `make demo`)"
+            f"{path} not found; train heads first with `synthguard train` (or `make eval-demo`)"
         )
     try:
         manifest = Manifest.model_validate_json(path.read_text())

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", type=Path)
 
     p = sub.add_parser(
-        "demo", help="main job: benchmark, train, evaluate, print the tables"
+        "eval-demo", help="offline job: benchmark, train, evaluate, print the tables"
     )
     p.add_argument("--tiny", action="store_true", help="small benchmark (CI smoke run)")
     p.add_argument("--seed", type=int, default=0)

@@ -319,7 +319,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, ServingSettings], int]] = {
     "calibrate": cmd_calibrate,
     "eval": cmd_eval,
     "score": cmd_score,
-    "demo": cmd_demo,
+    "eval-demo": cmd_demo,
     **TRITON_COMMANDS,
 }
 

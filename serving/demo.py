@@ -1,4 +1,4 @@
-"""Application: the main job (`synthguard demo`, the README's first command).
+"""Application: the offline evaluation job (`synthguard eval-demo`, `make eval-demo`).
 
 Builds the offline benchmark (once), extracts real CLIP ViT-B/16 features (cached),
 trains and calibrates every head, and prints four tables: per-family test results,

@@ -2,7 +2,7 @@
 
 The offline benchmark (``$SYNTHGUARD_HOME/bench``, or ``bench-tiny``), trained
 artifacts (``artifacts`` / ``artifacts-tiny``: the same layout and settings
-``synthguard demo`` uses, so either command reuses the other's work) and a Triton
+``synthguard eval-demo`` uses, so either command reuses the other's work) and a Triton
 model repository exported from them.
 """
 
@@ -27,7 +27,7 @@ class AssetPaths:
 
     @classmethod
     def for_profile(cls, settings: ServingSettings, tiny: bool) -> AssetPaths:
-        """The ``synthguard demo`` locations (``--tiny`` uses its own)."""
+        """The ``synthguard eval-demo`` locations (``--tiny`` uses its own)."""
         if tiny:
             return cls(settings.home / "bench-tiny", settings.home / "artifacts-tiny")
         return cls(settings.bench_dir, settings.artifacts_dir)

@@ -12,7 +12,7 @@ def test_cli_lists_every_subcommand() -> None:
         "calibrate",
         "eval",
         "score",
-        "demo",
+        "eval-demo",
     ):
         assert cmd in text
 

@@ -7,7 +7,7 @@ from stream.cli import build_parser, main
 
 def test_cli_has_serving_and_stream_commands() -> None:
     parser = build_parser()
-    for argv in (["demo", "--tiny"], ["triton"], ["worker", "--runner", "faust"],
+    for argv in (["eval-demo", "--tiny"], ["triton"], ["worker", "--runner", "faust"],
                  ["produce", "a.jpg", "--mode", "inline"], ["up"],
                  ["stream-demo", "--limit", "4"]):  # fmt: skip
         assert parser.parse_args(argv).command == argv[0]

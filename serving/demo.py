@@ -40,9 +40,13 @@ logger = logging.getLogger(__name__)
 DECISION_HEAD = "linear_probe"
 
 
-def _ensure_bench(
+def ensure_bench(
     settings: ServingSettings, bench: Path, tiny: bool, seed: int, progress: bool
 ) -> None:
+    """Build the offline benchmark into `bench` unless it is already there.
+
+    Uses the Debian photos fetched by `make setup` unless photo dirs are configured.
+    """
     if (bench / "bench_manifest.json").is_file():
         logger.info("reusing benchmark at %s", bench)
         return
@@ -69,7 +73,7 @@ def run_demo(settings: ServingSettings, tiny: bool, seed: int, progress: bool) -
     bench = settings.home / ("bench-tiny" if tiny else "bench")
     reports = settings.reports_dir / ("tiny" if tiny else "full")
     opts = HeadOptions(seed=seed, mlp_epochs=4 if tiny else 32)
-    _ensure_bench(settings, bench, tiny, seed, progress)
+    ensure_bench(settings, bench, tiny, seed, progress)
     timings["benchmark"] = time.perf_counter() - t0
 
     encoder = encoder_for(settings)

@@ -36,24 +36,12 @@ class AssetPaths:
 def ensure_bench(
     settings: ServingSettings, bench: Path, tiny: bool, progress: bool
 ) -> Path:
-    """Build the offline benchmark unless it is there."""
-    from serving.benchdata import MANIFEST_NAME, BenchConfig, build_benchmark
+    """Build the offline benchmark unless it is there (same recipe as eval-demo)."""
+    from serving.demo import ensure_bench as build_if_missing
 
-    if (bench / MANIFEST_NAME).is_file():
-        return bench
-    logger.info("building the offline benchmark in %s (first run only)", bench)
-    config = (
-        BenchConfig(0, n_train=8, n_cal=4, n_test=4, ae_steps=60)
-        if tiny
-        else BenchConfig()
-    )
-    build_benchmark(
-        bench,
-        config,
-        progress=progress,
-        esrgan_dir=settings.esrgan_dir,
-        extra_photo_dirs=settings.extra_photo_dirs,
-    )
+    if not (bench / "bench_manifest.json").is_file():
+        logger.info("building the offline benchmark in %s (first run only)", bench)
+    build_if_missing(settings, bench, tiny, 0, progress)
     return bench
 
 

@@ -27,17 +27,12 @@ from serving.hashing import sha256_file
 
 pytestmark = pytest.mark.unit
 
-# Explicit fallback only: where the package was first unpacked on the dev machine.
-_FALLBACK = Path("/tmp/assets/package/models")  # noqa: S108
-
 
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
     try:
         return find_esrgan_model()
     except MissingWeightsError as exc:
-        if (_FALLBACK / "model.json").is_file():
-            return _FALLBACK
         pytest.skip(f"ESRGAN model files absent: {exc}")
 
 

@@ -35,7 +35,7 @@ def test_schema_files_are_json_schema_with_version() -> None:
 def _event(**kw: object) -> dict[str, object]:
     base: dict[str, object] = {
         "image_id": "img-1",
-        "uri": "file:///tmp/x.jpg",
+        "uri": (Path(__file__).parent / "x.jpg").as_uri(),
         "uploaded_at": utc_now().isoformat(),
     }
     base.update(kw)

@@ -21,7 +21,7 @@ import itertools
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,7 @@ __all__ = [
     "EncoderBackend",
     "HeadBackend",
     "InferenceUnavailableError",
+    "PerRequestModel",
     "error_code",
 ]
 
@@ -222,3 +223,46 @@ def _bytes_array(rows: list[list[str]], width: int) -> npt.NDArray[np.object_]:
     for i, row in enumerate(rows):
         out[i, :] = [s.encode("utf-8") for s in row]
     return out
+
+
+class RequestBackend(Protocol):
+    """A backend answering one request's inputs (the encoder and the heads)."""
+
+    input_names: tuple[str, ...]
+
+    def run(self, inputs: Arrays) -> Arrays:
+        """Compute the outputs of one request."""
+        ...
+
+
+class PerRequestModel:
+    """The body of a non-pipeline ``TritonPythonModel``: one response per request.
+
+    Each failure becomes that request's error (code from `error_code`); the other
+    requests of the batch are answered normally.
+
+    Args:
+        pb_utils: The ``triton_python_backend_utils`` module (only importable in Triton).
+        backend: What computes a request's outputs.
+    """
+
+    def __init__(self, pb_utils: Any, backend: RequestBackend) -> None:
+        self._pb = pb_utils
+        self._backend = backend
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        """Answer every request of a batch, in order."""
+        return [self._respond(request) for request in requests]
+
+    def _respond(self, request: Any) -> Any:
+        pb = self._pb
+        try:
+            inputs = {
+                name: pb.get_input_tensor_by_name(request, name).as_numpy()
+                for name in self._backend.input_names
+            }
+            outputs = self._backend.run(inputs)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
+            code = getattr(pb.TritonError, error_code(exc))
+            return pb.InferenceResponse(error=pb.TritonError(str(exc), code))
+        return pb.InferenceResponse([pb.Tensor(k, v) for k, v in outputs.items()])

@@ -19,24 +19,10 @@ def import_backend(args):
 
 class TritonPythonModel:
     def initialize(self, args):
-        self._mod = import_backend(args)
-        self._backend = self._mod.HeadBackend.from_args(args)
+        backend = import_backend(args)
+        self._model = backend.PerRequestModel(
+            pb_utils, backend.HeadBackend.from_args(args)
+        )
 
     def execute(self, requests):
-        return [self._respond(request) for request in requests]
-
-    def _respond(self, request):
-        try:
-            inputs = {
-                name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                for name in self._backend.input_names
-            }
-            outputs = self._backend.run(inputs)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
-            code = getattr(pb_utils.TritonError, self._mod.error_code(exc))
-            return pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(str(exc), code)
-            )
-        return pb_utils.InferenceResponse(
-            [pb_utils.Tensor(k, v) for k, v in outputs.items()]
-        )
+        return self._model.execute(requests)

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from serving.artifacts import Artifacts, load_artifacts, manifest_summary
+from serving.artifacts import (
+    Artifacts,
+    load_artifacts,
+    manifest_summary,
+    read_manifest,
+)
 from serving.encoders.base import ImageEncoder
 from serving.errors import InvalidInputError
 from serving.heads.knn import KnnHead
@@ -37,8 +42,7 @@ class Detector:
             ArtifactMismatchError: hashes, encoder or policy differ.
             MissingWeightsError: no artifacts.
         """
-        manifest_policy = load_artifacts(artifact_dir).manifest.encoder.policy
-        policy = manifest_policy.split("@", 1)[0]
+        policy = read_manifest(artifact_dir).encoder.policy.split("@", 1)[0]
         arts = load_artifacts(artifact_dir, encoder.info, policy_id(policy))
         return cls(encoder, arts, policy)
 

@@ -55,6 +55,7 @@ def make_worker(
     metrics = StreamMetrics(registry or CollectorRegistry())
     broker = tcp_probe(*first_bootstrap(settings.kafka.bootstrap_servers))
     health = Health(broker=broker, detector=PendingDetector().ready)
+    health.observers.append(lambda ok: metrics.ready.set(1 if ok else 0))
     worker = Worker(settings, detector or PendingDetector(), metrics, health)
 
     async def detector_ready() -> bool:

@@ -69,6 +69,7 @@ def cmd_produce(
     args: argparse.Namespace, _serving: ServingSettings, settings: StreamSettings
 ) -> int:
     """Publish one event per image; one JSON line per event on stdout."""
+    from stream.kafka_security import aiokafka_security
     from stream.produce import image_files, publish_files
 
     files = image_files(args.paths)[: args.limit]
@@ -80,6 +81,7 @@ def cmd_produce(
             args.mode,
             settings.fetch.inline_max_bytes,
             args.tenant,
+            aiokafka_security(settings.kafka),
         )
     )
     for p in published:

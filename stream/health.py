@@ -54,6 +54,8 @@ class Health:
         detector: Probe for the detector (Triton).
         circuit_open: Set by the runner while it waits out a detector outage.
         started: Set once the runner consumes.
+        reasons: Why the last `ready` call said no.
+        observers: Called with each `ready` result (the readiness gauge).
     """
 
     broker: Probe
@@ -61,6 +63,7 @@ class Health:
     circuit_open: bool = False
     started: bool = False
     reasons: list[str] = field(default_factory=list)
+    observers: list[Callable[[bool], None]] = field(default_factory=list)
 
     async def ready(self) -> bool:
         """Whether the worker can make progress now; `reasons` says why not."""
@@ -75,6 +78,8 @@ class Health:
         if not detector_ok:
             reasons.append("detector unreachable")
         self.reasons = reasons
+        for observe in self.observers:
+            observe(not reasons)
         return not reasons
 
 
@@ -82,6 +87,7 @@ def build_app(registry: CollectorRegistry, health: Health) -> web.Application:
     """The aiohttp application with the three routes."""
 
     async def metrics(_request: web.Request) -> web.Response:
+        await health.ready()  # refreshes the readiness gauge for this scrape
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -22,6 +23,13 @@ STAGE_BUCKETS: Final = (
 )  # fmt: skip
 E2E_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("synthguard")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
 
 
 class StreamMetrics:
@@ -61,7 +69,15 @@ class StreamMetrics:
         self.rebalances = Counter(
             names.METRIC_REBALANCES, "Partition revocations", registry=r
         )
+        self.detector_failures = Counter(
+            names.METRIC_DETECTOR_FAILURES,
+            "Detector (Triton) calls that failed; the batch is held and retried",
+            ["error_class"],
+            registry=r,
+        )
         self.model = Info(names.METRIC_MODEL, "Served model versions", registry=r)
+        self.build = Info(names.METRIC_BUILD, "Worker code version", registry=r)
+        self.build.info({"version": _version()})
 
     def _distributions(self, r: CollectorRegistry) -> None:
         self.stage_seconds = Histogram(
@@ -94,6 +110,11 @@ class StreamMetrics:
         )
         self.triton_up = Gauge(
             names.METRIC_TRITON_UP, "1 when the detector answers", registry=r
+        )
+        self.ready = Gauge(
+            names.METRIC_READY,
+            "1 when the worker's readiness holds (evaluated at each scrape)",
+            registry=r,
         )
 
     def set_model(self, versions: ModelVersions) -> None:

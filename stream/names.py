@@ -2,7 +2,8 @@
 
 Topics are dotted and versioned; the consumer group is the service. Metric names
 carry the ``synthguard_`` prefix and base units (seconds, events), as the house
-style asks; dashboards and alert rules (issue 5) should import nothing else.
+style asks; the dashboards and alert rules under ``deploy/`` use exactly these names
+(``tests/contract/test_observability_contract.py`` checks them against ``/metrics``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ METRIC_LAG: Final = PREFIX + "consumer_lag_events"
 METRIC_TRITON_UP: Final = PREFIX + "triton_available"
 METRIC_COMMITS: Final = PREFIX + "offset_commits_total"
 METRIC_REBALANCES: Final = PREFIX + "rebalances_total"
+METRIC_READY: Final = PREFIX + "ready"
+METRIC_DETECTOR_FAILURES: Final = PREFIX + "detector_failures_total"
 METRIC_MODEL: Final = PREFIX + "model"  # prometheus-client appends ``_info``
+METRIC_BUILD: Final = PREFIX + "build"  # -> ``synthguard_build_info``
 
 STAGES: Final = ("fetch", "decode", "infer", "publish")
 LABELS: Final = ("ai_generated", "real", "uncertain")

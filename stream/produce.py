@@ -11,10 +11,10 @@ import asyncio
 import base64
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 
@@ -76,14 +76,23 @@ def _content_type(path: Path) -> str:
 
 
 def producer(
-    bootstrap: str, max_request_bytes: int = 4 * 1024 * 1024
+    bootstrap: str,
+    max_request_bytes: int = 4 * 1024 * 1024,
+    security: Mapping[str, Any] | None = None,
 ) -> AIOKafkaProducer:
-    """A producer safe for Tansu: one record per batch, ``acks=all``."""
+    """A producer safe for Tansu: one record per batch, ``acks=all``.
+
+    Args:
+        bootstrap: ``host:port`` list.
+        max_request_bytes: Largest request the producer sends.
+        security: TLS/SASL keyword arguments (`stream.kafka_security`).
+    """
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         max_batch_size=16,
         max_request_size=max_request_bytes,
+        **(security or {}),
     )
 
 
@@ -94,10 +103,11 @@ async def publish_files(
     mode: Mode = "auto",
     inline_max_bytes: int = 900_000,
     tenant: str = "default",
+    security: Mapping[str, Any] | None = None,
 ) -> list[Published]:
     """Publish one event per file and wait for every acknowledgement."""
     loop = asyncio.get_running_loop()
-    prod = producer(bootstrap)
+    prod = producer(bootstrap, security=security)
     await prod.start()
     try:
         sent = []

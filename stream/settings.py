@@ -5,7 +5,10 @@ Nested groups use ``__``: ``SYNTHGUARD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``
 ``SYNTHGUARD_FETCH__ALLOWED_HOSTS='["images.example.com"]'`` (lists as JSON). The
 defaults suit the embedded Tansu broker; on a real Kafka cluster set
 ``SYNTHGUARD_KAFKA__ENABLE_IDEMPOTENCE=true`` and
-``SYNTHGUARD_KAFKA__PRODUCER_MAX_BATCH_BYTES=16384``.
+``SYNTHGUARD_KAFKA__PRODUCER_MAX_BATCH_BYTES=16384``, plus the security group
+(``SYNTHGUARD_KAFKA__SECURITY_PROTOCOL=SASL_SSL``, ``..._SASL_USERNAME``,
+``..._SASL_PASSWORD``, ``..._SSL_CAFILE``) and, on Kubernetes,
+``SYNTHGUARD_KAFKA__GROUP_INSTANCE_ID`` from the pod name (static membership).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream import names
@@ -35,6 +38,15 @@ class KafkaSettings(_Group):
         enable_idempotence: Off by default because Tansu rejects InitProducerId;
             turn on against real Kafka (then ``acks=all`` is implied).
         partitions: Partitions for topics this service creates (``up``, demo).
+        group_instance_id: Static group membership (KIP-345): a pod that restarts
+            within the session timeout gets its partitions back without a
+            rebalance. Kubernetes sets it to the pod name; None for dynamic.
+        security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``.
+        sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
+        sasl_username: SASL user (required with a ``SASL_*`` protocol).
+        sasl_password: SASL password (a Secret in Kubernetes; never logged).
+        ssl_cafile: CA bundle that signed the brokers' certificates (None: the
+            system trust store).
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -50,6 +62,23 @@ class KafkaSettings(_Group):
     heartbeat_interval_ms: int = Field(1_000, ge=100)
     rebalance_timeout_ms: int = Field(10_000, ge=1000)
     partitions: int = Field(4, ge=1)
+    group_instance_id: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_username and self.sasl_password.get_secret_value()
+        ):
+            msg = f"{self.security_protocol} needs sasl_username and sasl_password"
+            raise ValueError(msg)
+        return self
 
 
 class TritonSettings(_Group):

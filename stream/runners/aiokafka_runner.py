@@ -28,6 +28,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from stream.errors import FatalError
 from stream.events import SourceRef
+from stream.kafka_security import aiokafka_security
 from stream.offsets import OffsetTracker
 from stream.pipeline import Pipeline
 from stream.records import Incoming, Outcome
@@ -77,6 +78,8 @@ class AioKafkaRunner:
             session_timeout_ms=k.session_timeout_ms,
             heartbeat_interval_ms=k.heartbeat_interval_ms,
             rebalance_timeout_ms=k.rebalance_timeout_ms,
+            group_instance_id=k.group_instance_id,
+            **aiokafka_security(k),
         )
         self.producer = AIOKafkaProducer(
             bootstrap_servers=k.bootstrap_servers,
@@ -84,6 +87,7 @@ class AioKafkaRunner:
             enable_idempotence=k.enable_idempotence,
             max_batch_size=k.producer_max_batch_bytes,
             max_request_size=k.max_request_bytes,
+            **aiokafka_security(k),
         )
         self.tracker: OffsetTracker[Any] = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()

@@ -124,6 +124,8 @@ async def process_until_done(
             )
             worker.health.circuit_open = True
             worker.metrics.triton_up.set(0)
+            cause = exc.__cause__ or exc
+            worker.metrics.detector_failures.labels(type(cause).__name__).inc()
             if not await _until_ready(worker, stop):
                 return None
             continue

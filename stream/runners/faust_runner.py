@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 
 from stream.events import SourceRef
 from stream.health import HealthServer, announce
+from stream.kafka_security import faust_credentials
 from stream.records import Failure, Incoming, Outcome
 from stream.runners.common import Worker, build_pipeline, encode, process_until_done
 from stream.settings import StreamSettings
@@ -71,6 +72,7 @@ def app_settings(settings: StreamSettings) -> dict[str, Any]:
         "broker_rebalance_timeout": k.rebalance_timeout_ms / 1000,
         "broker_heartbeat_interval": k.heartbeat_interval_ms / 1000,
         "broker_commit_interval": 1.0,
+        "broker_credentials": faust_credentials(k),
     }
 
 

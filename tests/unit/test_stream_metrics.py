@@ -99,3 +99,31 @@ async def test_health_endpoints(client: tuple[TestClient, Health]) -> None:
 def test_first_bootstrap() -> None:
     assert first_bootstrap("127.0.0.1:9092,other:1") == ("127.0.0.1", 9092)
     assert first_bootstrap("[::1]:19092") == ("::1", 19092)
+
+
+async def test_metrics_scrape_refreshes_the_readiness_gauge() -> None:
+    from stream.app import make_worker
+    from stream.settings import StreamSettings
+
+    worker = make_worker(StreamSettings())
+    up = {"ok": True}
+
+    async def probe() -> bool:
+        return up["ok"]
+
+    worker.health.broker = worker.health.detector = probe
+    worker.health.started = True
+    app = build_app(worker.metrics.registry, worker.health)
+    get = worker.metrics.registry.get_sample_value
+    async with TestClient(TestServer(app)) as c:
+        assert "synthguard_ready 1.0" in await (await c.get("/metrics")).text()
+        up["ok"] = False
+        assert "synthguard_ready 0.0" in await (await c.get("/metrics")).text()
+    assert get(names.METRIC_READY) == 0.0
+    assert get("synthguard_build_info", {"version": get_version()}) == 1.0
+
+
+def get_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("synthguard")

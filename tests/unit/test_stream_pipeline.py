@@ -156,3 +156,37 @@ def test_parse_exemplar_formats() -> None:
     assert (e.bank, e.similarity, e.id) == ("fake", 0.8125, "bench/a b.jpg")
     assert parse_exemplar("odd").id == "odd"
     assert np.isclose(parse_exemplar("real 1 x").similarity or 0, 1.0)
+
+
+async def test_held_batch_counts_detector_failures_and_resumes() -> None:
+    import asyncio
+
+    from stream.app import make_worker
+    from stream.runners.common import build_pipeline, process_until_done
+    from stream.settings import StreamSettings, WorkerSettings
+
+    settings = StreamSettings(
+        worker=WorkerSettings(outage_poll_s=0.05, infer_attempts=1, infer_backoff_s=0)
+    )
+    detector = FakeDetector()
+    worker = make_worker(settings, detector=detector)
+    stop = asyncio.Event()
+    pipe = await build_pipeline(worker, stop)
+    assert pipe is not None
+    detector.down = True
+    task = asyncio.create_task(
+        process_until_done(worker, pipe, [_incoming(_upload("a", BRIGHT), 0)], stop)
+    )
+    await asyncio.sleep(0.2)
+    assert worker.health.circuit_open
+    detector.down = False
+    out = await asyncio.wait_for(task, 5)
+    assert out is not None
+    assert isinstance(out[0], Verdict)
+    assert not worker.health.circuit_open
+    get = worker.metrics.registry.get_sample_value
+    failures = get(
+        "synthguard_detector_failures_total", {"error_class": "TransientError"}
+    )
+    assert failures == 1.0
+    assert get("synthguard_triton_available") == 1.0

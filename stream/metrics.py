@@ -43,6 +43,13 @@ class StreamMetrics:
         self.registry = registry
         self._counters(registry)
         self._distributions(registry)
+        # known label values start at 0, so rate() sees the first increase
+        for outcome in names.OUTCOMES:
+            self.processed.labels(outcome)
+        for label in names.LABELS:
+            self.verdicts.labels(label)
+        for stage in names.STAGES:
+            self.stage_seconds.labels(stage)
 
     def _counters(self, r: CollectorRegistry) -> None:
         self.consumed = Counter(

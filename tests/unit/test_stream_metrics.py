@@ -127,3 +127,15 @@ def get_version() -> str:
     from importlib import metadata
 
     return metadata.version("synthguard")
+
+
+def test_known_label_values_are_exported_at_zero() -> None:
+    registry = CollectorRegistry()
+    StreamMetrics(registry)
+    get = registry.get_sample_value
+    for label in names.LABELS:
+        assert get("synthguard_verdicts_total", {"label": label}) == 0.0
+    for outcome in names.OUTCOMES:
+        assert get("synthguard_events_processed_total", {"outcome": outcome}) == 0.0
+    for stage in names.STAGES:
+        assert get("synthguard_stage_duration_seconds_count", {"stage": stage}) == 0.0

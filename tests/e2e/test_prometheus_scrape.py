@@ -9,8 +9,15 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from observability import GPU_ONLY, RULES_FILE, all_named_metrics, rule_exprs
+from observability import (
+    DASHBOARD_DIR,
+    GPU_ONLY,
+    RULES_FILE,
+    all_named_metrics,
+    rule_exprs,
+)
 from prometheus_harness import Prometheus
+from promql_names import dashboard_exprs, substitute
 from stream_harness import StreamCase, WorkerProcess, file_events, inline_event
 
 from serving.triton.server import TritonServer
@@ -19,6 +26,16 @@ from stream.testing import truncated_jpeg
 
 # exported only once something happened to create a label child
 EVENT_DRIVEN = {"synthguard_detector_failures_total"}
+# overview panels that must show data after a run with verdicts and one DLQ record
+PANELS_WITH_DATA = {
+    "Throughput: consumed vs processed",
+    "Verdict mix",
+    "End-to-end latency",
+    "Stage latency by stage",
+    "Batch size",
+    "DLQ by error class",
+    "Model versions",
+}
 
 
 def _some_images(images_dir: Path, n: int) -> list[Path]:
@@ -77,6 +94,7 @@ async def test_prometheus_scrapes_worker_and_triton_and_evaluates_rules(
             )
             _assert_counters_and_histograms(prom, len(good))
             _assert_every_named_metric_has_series(prom)
+            _assert_dashboards_evaluate(prom)
             await _assert_rules_evaluate(prom)
         assert worker.terminate() == 0
     finally:
@@ -121,6 +139,15 @@ def _assert_every_named_metric_has_series(prom: Prometheus) -> None:
         name for name in expected if not prom.query(f'count({{__name__="{name}"}})')
     )
     assert not missing, f"named by dashboards/rules, never scraped: {missing}"
+
+
+def _assert_dashboards_evaluate(prom: Prometheus) -> None:
+    with_data = set()
+    for path in sorted(DASHBOARD_DIR.glob("*.json")):
+        for title, expr in dashboard_exprs(path):
+            if prom.query(substitute(expr)):  # raises on an evaluation error
+                with_data.add(title)
+    assert with_data >= PANELS_WITH_DATA, PANELS_WITH_DATA - with_data
 
 
 async def _assert_rules_evaluate(prom: Prometheus) -> None:

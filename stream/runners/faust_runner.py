@@ -82,6 +82,12 @@ class FaustRunner:
     def __init__(self, settings: StreamSettings, worker: Worker) -> None:
         self.settings, self.worker = settings, worker
         k = settings.kafka
+        if k.group_instance_id:
+            logger.warning(
+                "faust-streaming has no static group membership: "
+                "SYNTHGUARD_KAFKA__GROUP_INSTANCE_ID=%s is ignored",
+                k.group_instance_id,
+            )
         self.app = faust.App(k.group_id, **app_settings(settings))
         self.uploads = self._raw_topic(k.uploads_topic)
         self.out_topics = {

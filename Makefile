@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.synthguard-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo eval-demo up test-stream bench-stream bench-serving test lint typecheck imports unit fmt clean deploy-render deploy-check
+.PHONY: help setup demo eval-demo up test-stream bench-stream bench-serving test lint typecheck imports unit fmt clean deploy-render deploy-check check-images
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ deploy-render:  ## render the dev and prod overlays into build/deploy/<overlay>.
 
 deploy-check: setup  ## offline checks of deploy/: manifests, CRDs, rules, dashboards, metrics contract
 	$(BIN)/pytest tests/contract tests/unit/test_crd_schemas.py
+
+check-images: setup  ## run Triton and the worker from venvs holding only the images' requirement files
+	$(PY) scripts/check_image_envs.py
 
 test: setup lint typecheck imports  ## lint, type-check, import contracts and every test
 	$(BIN)/pytest

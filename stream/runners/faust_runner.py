@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from stream.settings import StreamSettings
 from stream.triton_detector import TritonDetector
 
 logger = logging.getLogger(__name__)
+_LAG_EVERY_S = 1.0  # as the aiokafka runner
 
 
 def incoming(event: Any) -> Incoming:
@@ -81,6 +83,7 @@ class FaustRunner:
 
     def __init__(self, settings: StreamSettings, worker: Worker) -> None:
         self.settings, self.worker = settings, worker
+        self._lag_at = 0.0
         k = settings.kafka
         if k.group_instance_id:
             logger.warning(
@@ -126,6 +129,7 @@ class FaustRunner:
                     held = []
                     batch_ts = [incoming(e).timestamp_ms for e in events]
                     self.worker.metrics.observe_batch(outcomes, batch_ts)
+                    await self._update_lag()
             finally:
                 _withhold(held)
             yield None
@@ -146,6 +150,7 @@ class FaustRunner:
     async def _publish(self, outcomes: Sequence[Outcome]) -> bool:
         """Send every outcome, await the acks; retry the batch on broker errors."""
         delay = 0.5
+        t0 = time.perf_counter()
         while True:
             try:
                 futures = []
@@ -162,7 +167,24 @@ class FaustRunner:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 5.0)
                 continue
+            elapsed = time.perf_counter() - t0
+            self.worker.metrics.stage_seconds.labels("publish").observe(elapsed)
             return True
+
+    async def _update_lag(self) -> None:
+        """Highwater minus position per assigned partition (at most once a second)."""
+        now = time.monotonic()
+        if now - self._lag_at < _LAG_EVERY_S:
+            return
+        self._lag_at = now
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            position = await consumer.position(tp)
+            highwater = consumer.highwater(tp)
+            if position is None or highwater is None:
+                continue
+            lag = max(0, highwater - position)
+            self.worker.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _serve_metrics(self) -> None:
         m = self.settings.metrics

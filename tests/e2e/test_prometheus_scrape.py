@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from observability import (
     DASHBOARD_DIR,
     GPU_ONLY,
@@ -50,7 +51,9 @@ async def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.parametrize("runner", ["aiokafka", "faust"])
 async def test_prometheus_scrapes_worker_and_triton_and_evaluates_rules(
+    runner: str,
     broker: TansuBroker,
     triton: TritonServer,
     images_dir: Path,
@@ -60,9 +63,9 @@ async def test_prometheus_scrapes_worker_and_triton_and_evaluates_rules(
     await case.create_topics()
     good, _ids = file_events(_some_images(images_dir, 6), "scrape-")
     poison = [inline_event("poison-1", truncated_jpeg())]
-    # as deployed: static group membership from the pod name
+    # as deployed: static group membership from the pod name (faust ignores it)
     env = case.env(SYNTHGUARD_KAFKA__GROUP_INSTANCE_ID="synthguard-worker-0")
-    worker = WorkerProcess("aiokafka", env, tmp_path / "worker")
+    worker = WorkerProcess(runner, env, tmp_path / "worker")
     try:
         metrics_url = (await worker.endpoints())["metrics"]
         prom = Prometheus(

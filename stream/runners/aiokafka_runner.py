@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,10 +31,16 @@ from stream.kafka_security import aiokafka_security
 from stream.offsets import OffsetTracker
 from stream.pipeline import Pipeline
 from stream.records import Incoming, Outcome
-from stream.runners.common import Worker, build_pipeline, encode, process_until_done
+from stream.runners.common import (
+    LagGauge,
+    OutRecord,
+    Worker,
+    build_pipeline,
+    process_until_done,
+    publish,
+)
 
 logger = logging.getLogger(__name__)
-_LAG_EVERY_S = 1.0
 
 
 def incoming(record: Any) -> Incoming:
@@ -94,7 +99,7 @@ class AioKafkaRunner:
         self._slots = asyncio.Semaphore(w.max_concurrent_batches)
         self._generation = 0
         self._paused = False
-        self._lag_at = 0.0
+        self._lag = LagGauge(worker.metrics)
         self._stop = asyncio.Event()
         self._pipeline: Pipeline | None = None
         self._failure: BaseException | None = None
@@ -144,7 +149,7 @@ class AioKafkaRunner:
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
             self.worker.metrics.inflight.set(self.tracker.outstanding)
-            await self._update_lag()
+            await self._lag.update(self.consumer)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -187,30 +192,12 @@ class AioKafkaRunner:
         await self._commit()
 
     async def _publish(self, outcomes: Sequence[Outcome]) -> bool:
-        """Send every outcome and await the acks; retry until delivered or stopped."""
-        kafka = self.worker.settings.kafka
-        delay = 0.5
-        while True:
-            t0 = time.perf_counter()
-            try:
-                futures = []
-                for out in (encode(o, kafka) for o in outcomes):
-                    futures.append(
-                        await self.producer.send(
-                            out.topic, out.value, key=out.key, headers=out.headers
-                        )
-                    )
-                await asyncio.gather(*futures)
-            except KafkaError as exc:
-                logger.warning("publish failed (%r); retrying the batch", exc)
-                if self._stop.is_set():
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 5.0)
-                continue
-            elapsed = time.perf_counter() - t0
-            self.worker.metrics.stage_seconds.labels("publish").observe(elapsed)
-            return True
+        async def send(out: OutRecord) -> Any:
+            return await self.producer.send(
+                out.topic, out.value, key=out.key, headers=out.headers
+            )
+
+        return await publish(self.worker, outcomes, send, self._stop)
 
     async def _commit(self) -> None:
         assigned = self.consumer.assignment()
@@ -251,19 +238,6 @@ class AioKafkaRunner:
                 await task
         if late:
             logger.warning("%d batches unfinished after %.1f s", len(late), timeout)
-
-    async def _update_lag(self) -> None:
-        now = time.monotonic()
-        if now - self._lag_at < _LAG_EVERY_S:
-            return
-        self._lag_at = now
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is None:
-                continue
-            position = await self.consumer.position(tp)
-            lag = max(0, highwater - position)
-            self.worker.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
 
 
 def _tp(record: Any) -> Any:

@@ -6,14 +6,21 @@
   committing) and the same batch is retried once the detector is back: never skipped.
 - `encode`: an outcome as a Kafka record (verdict JSON, or the original payload with
   DLQ headers).
+- `publish`: send a batch's records and await every ack, retrying the whole batch on
+  broker errors; records the ``publish`` stage time.
+- `LagGauge`: highwater minus position per assigned partition, at most once a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError
 
 from stream.decode import DecodeLimits
 from stream.errors import TransientError
@@ -152,3 +159,74 @@ def encode(outcome: Outcome, kafka: KafkaSettings) -> OutRecord:
         return OutRecord(kafka.dlq_topic, inc.key, inc.payload, headers)
     value = outcome.model_dump_json().encode()
     return OutRecord(kafka.verdicts_topic, outcome.image_id.encode(), value, [])
+
+
+Send = Callable[[OutRecord], Awaitable["asyncio.Future[Any]"]]
+
+
+async def publish(
+    worker: Worker, outcomes: Sequence[Outcome], send: Send, stop: asyncio.Event
+) -> bool:
+    """Send every outcome and await the acks; retry the batch until delivered.
+
+    Args:
+        worker: Its settings encode the records; its metrics get the stage time.
+        outcomes: One batch's verdicts and DLQ failures.
+        send: The runner's producer call for one record; returns the ack future.
+        stop: Set when the worker stops: a failing batch is then given up.
+
+    Returns:
+        True once every record is acknowledged; False if stopped first (then
+        nothing of the batch may be committed).
+    """
+    delay = 0.5
+    start = time.perf_counter()
+    while True:
+        try:
+            acks = [await send(encode(o, worker.settings.kafka)) for o in outcomes]
+            await asyncio.gather(*acks)
+        except KafkaError as exc:
+            logger.warning("publish failed (%r); retrying the batch", exc)
+            if stop.is_set():
+                return False
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0)
+            continue
+        seconds = time.perf_counter() - start
+        worker.metrics.stage_seconds.labels("publish").observe(seconds)
+        return True
+
+
+class PartitionConsumer(Protocol):
+    """What `LagGauge` reads: aiokafka's consumer and faust's both provide it."""
+
+    def assignment(self) -> Any:
+        """The assigned topic-partitions."""
+
+    def highwater(self, tp: Any) -> int | None:
+        """The partition's last fetched highwater mark."""
+
+    async def position(self, tp: Any) -> int | None:
+        """The next offset this consumer reads."""
+
+
+class LagGauge:
+    """Keeps ``synthguard_consumer_lag_events`` current, at most once a second."""
+
+    def __init__(self, metrics: StreamMetrics, every_s: float = 1.0) -> None:
+        self.metrics, self.every_s = metrics, every_s
+        self._at = 0.0
+
+    async def update(self, consumer: PartitionConsumer) -> None:
+        """Set highwater minus position for every assigned partition."""
+        now = time.monotonic()
+        if now - self._at < self.every_s:
+            return
+        self._at = now
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            if highwater is None or position is None:
+                continue
+            lag = max(0, highwater - position)
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)

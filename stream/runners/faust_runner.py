@@ -19,23 +19,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
 
 from stream.events import SourceRef
 from stream.health import HealthServer, announce
 from stream.kafka_security import faust_credentials
 from stream.records import Failure, Incoming, Outcome
-from stream.runners.common import Worker, build_pipeline, encode, process_until_done
+from stream.runners.common import (
+    LagGauge,
+    OutRecord,
+    Worker,
+    build_pipeline,
+    process_until_done,
+    publish,
+)
 from stream.settings import StreamSettings
 from stream.triton_detector import TritonDetector
 
 logger = logging.getLogger(__name__)
-_LAG_EVERY_S = 1.0  # as the aiokafka runner
 
 
 def incoming(event: Any) -> Incoming:
@@ -83,7 +87,7 @@ class FaustRunner:
 
     def __init__(self, settings: StreamSettings, worker: Worker) -> None:
         self.settings, self.worker = settings, worker
-        self._lag_at = 0.0
+        self._lag = LagGauge(worker.metrics)
         k = settings.kafka
         if k.group_instance_id:
             logger.warning(
@@ -125,11 +129,11 @@ class FaustRunner:
             held = list(events)
             try:
                 outcomes = await self._outcomes(pipeline, held, stop)
-                if outcomes is not None and await self._publish(outcomes):
+                if outcomes is not None and await self._publish(outcomes, stop):
                     held = []
                     batch_ts = [incoming(e).timestamp_ms for e in events]
                     self.worker.metrics.observe_batch(outcomes, batch_ts)
-                    await self._update_lag()
+                    await self._lag.update(self.app.consumer)
             finally:
                 _withhold(held)
             yield None
@@ -147,44 +151,12 @@ class FaustRunner:
             msg = f"{type(exc).__name__}: {exc}"
             return [Failure(i, "internal", "pipeline", msg) for i in batch]
 
-    async def _publish(self, outcomes: Sequence[Outcome]) -> bool:
-        """Send every outcome, await the acks; retry the batch on broker errors."""
-        delay = 0.5
-        t0 = time.perf_counter()
-        while True:
-            try:
-                futures = []
-                for out in (encode(o, self.settings.kafka) for o in outcomes):
-                    topic = self.out_topics[out.topic]
-                    futures.append(
-                        await topic.send(
-                            key=out.key, value=out.value, headers=out.headers
-                        )
-                    )
-                await asyncio.gather(*futures)
-            except KafkaError as exc:
-                logger.warning("publish failed (%r); retrying the batch", exc)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 5.0)
-                continue
-            elapsed = time.perf_counter() - t0
-            self.worker.metrics.stage_seconds.labels("publish").observe(elapsed)
-            return True
+    async def _publish(self, outcomes: Sequence[Outcome], stop: asyncio.Event) -> bool:
+        async def send(out: OutRecord) -> Any:
+            topic = self.out_topics[out.topic]
+            return await topic.send(key=out.key, value=out.value, headers=out.headers)
 
-    async def _update_lag(self) -> None:
-        """Highwater minus position per assigned partition (at most once a second)."""
-        now = time.monotonic()
-        if now - self._lag_at < _LAG_EVERY_S:
-            return
-        self._lag_at = now
-        consumer = self.app.consumer
-        for tp in consumer.assignment():
-            position = await consumer.position(tp)
-            highwater = consumer.highwater(tp)
-            if position is None or highwater is None:
-                continue
-            lag = max(0, highwater - position)
-            self.worker.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+        return await publish(self.worker, outcomes, send, stop)
 
     async def _serve_metrics(self) -> None:
         m = self.settings.metrics

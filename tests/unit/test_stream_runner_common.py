@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError
+
+from stream.app import make_worker
+from stream.events import SourceRef
+from stream.records import Failure, Incoming
+from stream.runners.common import LagGauge, OutRecord, publish
+from stream.settings import StreamSettings
+
+
+def _failure(offset: int) -> Failure:
+    source = SourceRef(topic="up", partition=0, offset=offset)
+    return Failure(Incoming(b"x", source), "truncated", "decode", "cut")
+
+
+async def test_publish_retries_the_batch_then_records_the_stage() -> None:
+    worker = make_worker(StreamSettings())
+    sent: list[OutRecord] = []
+    failures = [1]
+
+    async def send(out: OutRecord) -> asyncio.Future[Any]:
+        if failures and failures.pop():
+            raise KafkaConnectionError("broker away")
+        sent.append(out)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    ok = await publish(worker, [_failure(0), _failure(1)], send, asyncio.Event())
+    assert ok
+    assert [r.topic for r in sent] == [worker.settings.kafka.dlq_topic] * 2
+    get = worker.metrics.registry.get_sample_value
+    assert get("synthguard_stage_duration_seconds_count", {"stage": "publish"}) == 1
+
+
+async def test_publish_gives_up_when_stopping() -> None:
+    worker = make_worker(StreamSettings())
+    stop = asyncio.Event()
+    stop.set()
+
+    async def send(out: OutRecord) -> asyncio.Future[Any]:
+        raise KafkaConnectionError("broker away")
+
+    assert not await publish(worker, [_failure(0)], send, stop)
+    get = worker.metrics.registry.get_sample_value
+    assert get("synthguard_stage_duration_seconds_count", {"stage": "publish"}) == 0
+
+
+@dataclass(frozen=True)
+class _TP:
+    topic: str
+    partition: int
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.highwaters = {_TP("up", 0): 10, _TP("up", 1): None}
+        self.positions = {_TP("up", 0): 4, _TP("up", 1): 0}
+
+    def assignment(self) -> set[_TP]:
+        return set(self.highwaters)
+
+    def highwater(self, tp: _TP) -> int | None:
+        return self.highwaters[tp]
+
+    async def position(self, tp: _TP) -> int | None:
+        return self.positions[tp]
+
+
+async def test_lag_gauge_sets_known_partitions_at_most_every_interval() -> None:
+    worker = make_worker(StreamSettings())
+    gauge, consumer = LagGauge(worker.metrics, every_s=3600), _Consumer()
+    await gauge.update(consumer)
+    get = worker.metrics.registry.get_sample_value
+    assert get("synthguard_consumer_lag_events", {"topic": "up", "partition": "0"}) == 6
+    assert (
+        get("synthguard_consumer_lag_events", {"topic": "up", "partition": "1"}) is None
+    )
+    consumer.positions[_TP("up", 0)] = 10
+    await gauge.update(consumer)  # inside the interval: unchanged
+    assert get("synthguard_consumer_lag_events", {"topic": "up", "partition": "0"}) == 6

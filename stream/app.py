@@ -22,7 +22,7 @@ from stream.metrics import StreamMetrics
 from stream.ports import Detection, Detector, ModelInfo
 from stream.runners.common import Worker
 from stream.settings import StreamSettings
-from stream.triton_detector import TritonDetector
+from stream.triton_detector import triton_detector
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +65,6 @@ def make_worker(
     return worker
 
 
-def triton_detector(settings: StreamSettings) -> TritonDetector:
-    """The Triton adapter configured by `settings` (create inside the loop)."""
-    t = settings.triton
-    return TritonDetector(t.url, t.timeout_s, t.retries, t.backoff_s)
-
-
 async def serve(
     settings: StreamSettings,
     stop: asyncio.Event,
@@ -82,7 +76,7 @@ async def serve(
 
     worker = worker or make_worker(settings)
     if isinstance(worker.detector, PendingDetector):
-        worker.detector = triton_detector(settings)
+        worker.detector = triton_detector(settings.triton)
     server = None
     if settings.metrics.enabled:
         m = settings.metrics

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from serving import __version__
 from stream import names
 from stream.events import ModelVersions, Verdict
 from stream.records import Failure, Outcome
@@ -23,13 +23,6 @@ STAGE_BUCKETS: Final = (
 )  # fmt: skip
 E2E_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("synthguard")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "unknown"
 
 
 class StreamMetrics:
@@ -84,7 +77,7 @@ class StreamMetrics:
         )
         self.model = Info(names.METRIC_MODEL, "Served model versions", registry=r)
         self.build = Info(names.METRIC_BUILD, "Worker code version", registry=r)
-        self.build.info({"version": _version()})
+        self.build.info({"version": __version__})
 
     def _distributions(self, r: CollectorRegistry) -> None:
         self.stage_seconds = Histogram(

@@ -19,6 +19,7 @@ from serving.triton.client import TritonDetectorClient
 from stream.errors import PoisonMessageError, TransientError
 from stream.events import ModelVersions
 from stream.ports import Detection, ModelInfo
+from stream.settings import TritonSettings
 
 
 def model_versions(summary: dict[str, Any]) -> ModelVersions:
@@ -98,3 +99,10 @@ class TritonDetector:
     async def close(self) -> None:
         """Close the gRPC channel."""
         await self._client.close()
+
+
+def triton_detector(settings: TritonSettings) -> TritonDetector:
+    """The adapter configured by ``SYNTHGUARD_TRITON__*`` (create inside the loop)."""
+    return TritonDetector(
+        settings.url, settings.timeout_s, settings.retries, settings.backoff_s
+    )

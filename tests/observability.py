@@ -7,10 +7,12 @@ the worker's families (`stream.names`), and the Triton Inference Server 2.51 nam
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
 import yaml
+from prometheus_client import Metric
 from promql_names import dashboard_exprs, metric_names, substitute
 
 from stream import names
@@ -45,6 +47,24 @@ WORKER_FAMILIES: Final = frozenset(
 )
 FAMILY_SUFFIXES: Final = ("_bucket", "_sum", "_count", "_info")  # histogram, Info
 ALLOWED_OUTSIDE_WORKER: Final = TRITON_METRICS | GPU_ONLY | PROMETHEUS_METRICS
+
+
+# the sample names a family of each type exposes, labelled or not
+SAMPLE_SUFFIXES: Final = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "info": ("_info",),
+}
+
+
+def sample_names(families: Iterable[Metric]) -> set[str]:
+    """Sample names of metric families (a registry's, or parsed from /metrics)."""
+    return {
+        family.name + suffix
+        for family in families
+        for suffix in SAMPLE_SUFFIXES[family.type]
+    }
 
 
 def family(metric: str) -> str:

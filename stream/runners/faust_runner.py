@@ -37,7 +37,7 @@ from stream.runners.common import (
     publish,
 )
 from stream.settings import StreamSettings
-from stream.triton_detector import TritonDetector
+from stream.triton_detector import triton_detector
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +113,8 @@ class FaustRunner:
         )
 
     async def _agent(self, stream: Any) -> AsyncIterator[None]:
-        t = self.settings.triton
         # created here: grpc.aio binds to the running loop (faust's)
-        self.worker.detector = TritonDetector(
-            t.url, t.timeout_s, t.retries, t.backoff_s
-        )
+        self.worker.detector = triton_detector(self.settings.triton)
         stop = asyncio.Event()
         pipeline = await build_pipeline(self.worker, stop)
         if pipeline is None:

@@ -18,11 +18,13 @@ from typing import Any, Final
 import pytest
 from observability import (
     ALLOWED_OUTSIDE_WORKER,
+    DASHBOARD_DIR,
     GPU_ONLY,
     TRITON_METRICS,
     WORKER_FAMILIES,
     dashboard_metrics,
     family,
+    sample_names,
 )
 from prometheus_client import CollectorRegistry
 from promql_names import dashboard_exprs, iter_panels, metric_names, substitute
@@ -30,26 +32,9 @@ from promql_names import dashboard_exprs, iter_panels, metric_names, substitute
 from stream import names
 from stream.metrics import StreamMetrics
 
-ROOT: Final = Path(__file__).resolve().parents[2]
-DASHBOARD_DIR: Final = ROOT / "deploy" / "grafana" / "dashboards"
 DASHBOARDS: Final = sorted(DASHBOARD_DIR.glob("*.json"))
 DATASOURCE: Final = {"type": "prometheus", "uid": "${datasource}"}
 MAX_UID_CHARS: Final = 40  # Grafana's limit on dashboard uids
-
-
-def exported_samples(registry: CollectorRegistry) -> set[str]:
-    """Sample names a registry's metrics expose, labelled or not, by their type."""
-    suffixes = {
-        "counter": ("_total",),
-        "gauge": ("",),
-        "histogram": ("_bucket", "_sum", "_count"),
-        "info": ("_info",),
-    }
-    return {
-        metric.name + suffix
-        for metric in registry.collect()
-        for suffix in suffixes[metric.type]
-    }
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -180,7 +165,7 @@ def test_metrics_are_known(path: Path) -> None:
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_worker_metrics_have_the_exported_type(path: Path) -> None:
     # e.g. no ``_bucket`` of a counter, no ``_info`` of a gauge
-    exported = exported_samples(StreamMetrics(CollectorRegistry()).registry)
+    exported = sample_names(StreamMetrics(CollectorRegistry()).registry.collect())
     wrong = {
         name: sorted(titles)
         for name, titles in dashboard_metrics(path).items()

@@ -18,18 +18,12 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from observability import ALLOWED_OUTSIDE_WORKER, all_named_metrics
+from observability import ALLOWED_OUTSIDE_WORKER, all_named_metrics, sample_names
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.broker import TansuBroker, free_port
 
 ROOT: Final = Path(__file__).resolve().parents[2]
-SUFFIXES: Final = {
-    "counter": ("_total",),
-    "gauge": ("",),
-    "histogram": ("_bucket", "_sum", "_count"),
-    "info": ("_info",),
-}
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +65,7 @@ def _announced(proc: subprocess.Popen[bytes], logs: Path) -> str:
 def exported(url: str) -> set[str]:
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback
         text = resp.read().decode()
-    return {
-        family.name + suffix
-        for family in text_string_to_metric_families(text)
-        for suffix in SUFFIXES[family.type]
-    }
+    return sample_names(text_string_to_metric_families(text))
 
 
 def test_every_dashboard_and_rule_metric_is_exported(worker_metrics_url: str) -> None:

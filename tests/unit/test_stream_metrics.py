@@ -6,6 +6,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+import serving
 from stream import names
 from stream.events import SourceRef, StageTimings, Verdict, utc_now
 from stream.health import Health, build_app, first_bootstrap
@@ -120,13 +121,7 @@ async def test_metrics_scrape_refreshes_the_readiness_gauge() -> None:
         up["ok"] = False
         assert "synthguard_ready 0.0" in await (await c.get("/metrics")).text()
     assert get(names.METRIC_READY) == 0.0
-    assert get("synthguard_build_info", {"version": get_version()}) == 1.0
-
-
-def get_version() -> str:
-    from importlib import metadata
-
-    return metadata.version("synthguard")
+    assert get("synthguard_build_info", {"version": serving.__version__}) == 1.0
 
 
 def test_known_label_values_are_exported_at_zero() -> None:

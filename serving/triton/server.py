@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -24,10 +23,10 @@ from types import TracebackType
 from typing import Final, Self
 
 from serving.errors import InferenceUnavailableError, InvalidInputError
+from serving.local_process import free_port, terminate
 from serving.triton.install import (
     TritonInstall,
     build_backends_dir,
-    free_port,
     locate_triton,
     server_env,
 )
@@ -226,17 +225,10 @@ class TritonServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.options.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                logger.warning("tritonserver ignored SIGTERM; killing pid %d", proc.pid)
-                proc.kill()
-                proc.wait()
+        rc = terminate(proc, self.options.stop_timeout_s)
         shutil.rmtree(self.work_dir / "backends", ignore_errors=True)
-        logger.info("tritonserver stopped (rc %s)", proc.returncode)
-        return proc.returncode
+        logger.info("tritonserver stopped (rc %s)", rc)
+        return rc
 
     @property
     def running(self) -> bool:

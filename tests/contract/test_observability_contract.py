@@ -21,7 +21,8 @@ import pytest
 from observability import ALLOWED_OUTSIDE_WORKER, all_named_metrics, sample_names
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.broker import TansuBroker, free_port
+from serving.local_process import free_port
+from stream.broker import TansuBroker
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 

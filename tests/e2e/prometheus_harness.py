@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from stream.broker import free_port
+from serving.local_process import free_port
 
 
 def scrape_target(metrics_url: str) -> str:

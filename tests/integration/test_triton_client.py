@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from serving.errors import InferenceUnavailableError, InvalidInputError
+from serving.local_process import free_port
 from serving.triton.client import TritonDetectorClient
-from serving.triton.install import free_port
 
 
 async def test_client_retries_unavailable_then_raises_typed_error(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from serving import local_process
 from serving.errors import InvalidInputError, MissingWeightsError
 from serving.triton import install, server
 from serving.triton.server import ServerOptions, TritonServer
@@ -51,7 +52,7 @@ def test_server_picks_new_ports_when_one_was_taken(
 ) -> None:
     ports = iter([taken_port])
     monkeypatch.setattr(
-        server, "free_port", lambda: next(ports, None) or install.free_port()
+        server, "free_port", lambda: next(ports, None) or local_process.free_port()
     )
     with TritonServer(empty_repo, work_dir=tmp_path / "work") as srv:
         assert taken_port not in (srv.http_port, srv.grpc_port, srv.metrics_port)

@@ -103,7 +103,8 @@ def mlp_logit(x: FloatArray, params: MlpParams) -> FloatArray:
         params: Folded weights.
 
     Returns:
-        (n,) float32 logits; higher = more likely fake.
+        (n,) float32 logits; higher = more likely fake. Accumulated in float64, so a
+        row's logit does not depend on the other rows of the batch.
 
     Raises:
         InvalidInputError: `x` is not (n, d) or not finite.
@@ -113,8 +114,12 @@ def mlp_logit(x: FloatArray, params: MlpParams) -> FloatArray:
         raise InvalidInputError(f"expected (n, {params.dim}) features, got {xa.shape}")
     if not np.isfinite(xa).all():
         raise InvalidInputError("features must be finite")
-    h = (xa - params.input_mean) / params.input_std
+    # float64 accumulation: BLAS sums in a batch-size-dependent order, and in
+    # float32 that moved a score by ~1e-6 depending on which images shared its batch.
+    h = (xa.astype(np.float64) - params.input_mean) / params.input_std
     for w, b in zip(params.hidden_weights, params.hidden_biases, strict=True):
-        h = h @ w.T + b
-        h = np.where(h >= 0, h, np.float32(params.negative_slope) * h)
-    return (h @ params.out_weight + np.float32(params.out_bias)).astype(np.float32)
+        h = h @ w.T.astype(np.float64) + b
+        h = np.where(h >= 0, h, params.negative_slope * h)
+    return (h @ params.out_weight.astype(np.float64) + params.out_bias).astype(
+        np.float32
+    )

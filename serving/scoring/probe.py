@@ -30,4 +30,5 @@ def probe_logit(x: FloatArray, w: FloatArray, b: float) -> FloatArray:
         raise InvalidInputError(f"expected (n, {wa.shape[0]}) features, got {xa.shape}")
     if not np.isfinite(xa).all():
         raise InvalidInputError("features must be finite")
-    return (xa @ wa + np.float32(b)).astype(np.float32)
+    # float64 accumulation keeps a row's logit independent of its batch (see mlp_logit)
+    return (xa.astype(np.float64) @ wa.astype(np.float64) + b).astype(np.float32)

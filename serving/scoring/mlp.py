@@ -8,6 +8,7 @@ followed by LeakyReLU. Inputs are first standardised with the training mean/std.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,7 @@ import numpy.typing as npt
 from serving.errors import InvalidInputError
 
 FloatArray = npt.NDArray[np.float32]
+F64Array = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,6 +61,19 @@ class MlpParams:
     def dim(self) -> int:
         """Input dimension d."""
         return int(self.input_mean.shape[0])
+
+    @cached_property
+    def float64_layers(self) -> tuple[tuple[F64Array, F64Array], ...]:
+        """Per hidden block ``(W'.T, b')`` in float64, converted once, not per call."""
+        return tuple(
+            (w.T.astype(np.float64), b.astype(np.float64))
+            for w, b in zip(self.hidden_weights, self.hidden_biases, strict=True)
+        )
+
+    @cached_property
+    def float64_out_weight(self) -> F64Array:
+        """`out_weight` in float64, converted once."""
+        return self.out_weight.astype(np.float64)
 
 
 def fold_batchnorm(
@@ -117,9 +132,7 @@ def mlp_logit(x: FloatArray, params: MlpParams) -> FloatArray:
     # float64 accumulation: BLAS sums in a batch-size-dependent order, and in
     # float32 that moved a score by ~1e-6 depending on which images shared its batch.
     h = (xa.astype(np.float64) - params.input_mean) / params.input_std
-    for w, b in zip(params.hidden_weights, params.hidden_biases, strict=True):
-        h = h @ w.T.astype(np.float64) + b
+    for w_t, b in params.float64_layers:
+        h = h @ w_t + b
         h = np.where(h >= 0, h, params.negative_slope * h)
-    return (h @ params.out_weight.astype(np.float64) + params.out_bias).astype(
-        np.float32
-    )
+    return (h @ params.float64_out_weight + params.out_bias).astype(np.float32)

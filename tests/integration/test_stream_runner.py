@@ -75,15 +75,19 @@ class Running:
         self.settings, self.worker, self.url = settings, worker, ""
 
 
-@pytest.fixture
-async def running(broker: TansuBroker) -> AsyncIterator[Running]:
-    settings = _settings(broker.bootstrap)
+async def _create_topics(settings: StreamSettings) -> None:
     k = settings.kafka
     await create_topics(
         k.bootstrap_servers,
         [k.uploads_topic, k.verdicts_topic, k.dlq_topic],
         PARTITIONS,
     )
+
+
+@pytest.fixture
+async def running(broker: TansuBroker) -> AsyncIterator[Running]:
+    settings = _settings(broker.bootstrap)
+    await _create_topics(settings)
     worker = make_worker(settings, CollectorRegistry(), FakeDetector())
     run = Running(settings, worker)
     stop = asyncio.Event()
@@ -208,16 +212,12 @@ async def test_runner_stops_on_an_unexpected_batch_error_without_committing(
     broker: TansuBroker,
 ) -> None:
     settings = _settings(broker.bootstrap)
-    k = settings.kafka
-    await create_topics(
-        k.bootstrap_servers,
-        [k.uploads_topic, k.verdicts_topic, k.dlq_topic],
-        PARTITIONS,
-    )
+    await _create_topics(settings)
     worker = make_worker(settings, CollectorRegistry(), _BuggyDetector())
     await _produce(settings, [_good("x", 10)])
     with pytest.raises(FatalError, match="a bug"):
         await asyncio.wait_for(serve(settings, asyncio.Event(), worker), 60)
+    k = settings.kafka
     committed = await committed_offsets(
         k.bootstrap_servers, k.group_id, k.uploads_topic, PARTITIONS
     )

@@ -3,7 +3,7 @@
 Triton's dynamic batcher groups concurrent requests, so a float32 score that moved
 with the batch size (BLAS sums in a shape-dependent order) gave the same image
 slightly different scores. CI caught a 1.1e-6 MLP drift; the heads accumulate in
-float64 now. Real-sized shapes (d = 512), since tiny ones hide the effect.
+float64 now. Real-sized shapes (d = 512, the benchmark's weights), since tiny ones hide the effect.
 """
 
 from __future__ import annotations
@@ -11,35 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.head_precision import D, random_params
 from serving.index.faiss_index import FaissBank
-from serving.scoring.mlp import MlpParams, mlp_logit
+from serving.scoring.mlp import mlp_logit
 from serving.scoring.probe import probe_logit
-
-D, HIDDEN = 512, (512, 256)
-
-
-def _params(rng: np.random.Generator) -> MlpParams:
-    weights, biases, d_in = [], [], D
-    for d_out in HIDDEN:
-        weights.append(
-            (rng.standard_normal((d_out, d_in)) / np.sqrt(d_in)).astype(np.float32)
-        )
-        biases.append((rng.standard_normal(d_out) * 0.1).astype(np.float32))
-        d_in = d_out
-    return MlpParams(
-        input_mean=(rng.standard_normal(D) * 0.1).astype(np.float32),
-        input_std=(rng.random(D) * 0.3 + 0.05).astype(np.float32),
-        hidden_weights=tuple(weights),
-        hidden_biases=tuple(biases),
-        out_weight=(rng.standard_normal(d_in) / np.sqrt(d_in)).astype(np.float32),
-        out_bias=0.1,
-    )
 
 
 @pytest.mark.parametrize("n", [2, 6, 64])
 def test_mlp_logit_of_a_row_is_independent_of_its_batch(n: int) -> None:
     rng = np.random.default_rng(n)
-    params = _params(rng)
+    params = random_params(rng)
     x = (rng.standard_normal((n, D)) * 0.5).astype(np.float32)
     singles = np.concatenate([mlp_logit(x[i : i + 1], params) for i in range(n)])
     np.testing.assert_array_max_ulp(mlp_logit(x, params), singles, maxulp=1)

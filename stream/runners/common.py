@@ -215,12 +215,12 @@ class LagGauge:
 
     def __init__(self, metrics: StreamMetrics, every_s: float = 1.0) -> None:
         self.metrics, self.every_s = metrics, every_s
-        self._at = 0.0
+        self._at: float | None = None  # monotonic time can be near 0 after boot
 
     async def update(self, consumer: PartitionConsumer) -> None:
         """Set highwater minus position for every assigned partition."""
         now = time.monotonic()
-        if now - self._at < self.every_s:
+        if self._at is not None and now - self._at < self.every_s:
             return
         self._at = now
         for tp in consumer.assignment():

@@ -3,6 +3,14 @@
 Every policy maps a PIL image to a `uint8` array of shape (224, 224, 3) (RGB, HWC).
 Normalisation to CLIP's mean/std is a separate step (`normalize`) so that a server
 can receive compact `uint8` tensors and normalise in-model.
+
+Memory is bounded for any input: an image more elongated than `MAX_ASPECT_RATIO`
+is first cut to its central band of that ratio (only the centre ever reaches the
+224 × 224 output), so no intermediate exceeds about ``MAX_ASPECT_RATIO × 256²``
+pixels plus the decoded image itself; a 100000 × 1 strip is no longer resized to
+22,400,000 × 224. Images within that ratio take exactly the code path they always
+did (byte-identical output); beyond it the output differs from the uncut policy by
+resampling rounding only.
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ SIZE: Final = 224
 CLIP_MEAN: Final = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD: Final = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
+# Long side / short side above which an image is first cut to its central band;
+# 32 keeps the largest resize intermediate at 32 x 256 x 256 px (6 MiB RGB).
+MAX_ASPECT_RATIO: Final = 32
+
 PolicyFn = Callable[[Image.Image], npt.NDArray[np.uint8]]
 
 
@@ -31,20 +43,33 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _center_crop(img: Image.Image, size: int = SIZE) -> Image.Image:
+    # UnivFD's CenterCrop zero-pads images smaller than the crop. Cropping with a box
+    # that overhangs the image pads with zeros in one step, so no padded canvas of
+    # the whole image is ever built (that canvas is 100000 x 224 for a 100000 x 1).
     w, h = img.size
-    if w < size or h < size:
-        # UnivFD's CenterCrop zero-pads images smaller than the crop.
-        canvas = Image.new("RGB", (max(w, size), max(h, size)))
-        canvas.paste(img, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
-        img = canvas
-        w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
+    pad_x, pad_y = max(size - w, 0) // 2, max(size - h, 0) // 2
+    left, top = max(w - size, 0) // 2 - pad_x, max(h - size, 0) // 2 - pad_y
     return img.crop((left, top, left + size, top + size))
+
+
+def _central_band(img: Image.Image, max_ratio: int = MAX_ASPECT_RATIO) -> Image.Image:
+    w, h = img.size
+    short = min(w, h)
+    if max(w, h) <= max_ratio * short:
+        return img
+    # same parity as the long side, so the band's centre is the image's centre
+    long = max_ratio * short + (max(w, h) - max_ratio * short) % 2
+    if w > h:
+        left = (w - long) // 2
+        return img.crop((left, 0, left + long, h))
+    top = (h - long) // 2
+    return img.crop((0, top, w, top + long))
 
 
 def _resize_short(
     img: Image.Image, short: int, resample: Image.Resampling
 ) -> Image.Image:
+    img = _central_band(img)
     w, h = img.size
     s = short / min(w, h)
     new = (max(short, round(w * s)), max(short, round(h * s)))

@@ -85,6 +85,34 @@ def parse_exemplar(text: str) -> Exemplar:
     return Exemplar(bank="unknown", similarity=None, id=text)
 
 
+def decode_and_preprocess(
+    data: bytes, limits: DecodeLimits, policy: PolicyFn
+) -> npt.NDArray[np.uint8]:
+    """The worker's decode + preprocess step: encoded bytes to the model's pixels.
+
+    Memory stays bounded for any accepted image (see `serving.preprocessing`).
+
+    Args:
+        data: The encoded image.
+        limits: Decoder limits.
+        policy: The served model's preprocessing policy.
+
+    Returns:
+        (224, 224, 3) uint8 RGB pixels.
+
+    Raises:
+        PoisonMessageError: undecodable (see `stream.decode`), or the policy fails
+            on the decoded image (``corrupt``).
+    """
+    img = decode_image(data, limits)
+    try:
+        return policy(img)
+    except (OSError, ValueError, InvalidInputError) as exc:
+        raise PoisonMessageError(
+            f"preprocessing failed: {exc}", error_class="corrupt", stage="decode"
+        ) from exc
+
+
 class Pipeline:
     """Turns batches of `Incoming` records into outcomes; see the module doc."""
 
@@ -158,13 +186,7 @@ class Pipeline:
         return _Prepared(incoming, event, sha, pixels, timings)
 
     def _decode(self, data: bytes) -> npt.NDArray[np.uint8]:
-        img = decode_image(data, self.config.decode)
-        try:
-            return self._policy(img)
-        except (OSError, ValueError, InvalidInputError) as exc:
-            raise PoisonMessageError(
-                f"preprocessing failed: {exc}", error_class="corrupt", stage="decode"
-            ) from exc
+        return decode_and_preprocess(data, self.config.decode, self._policy)
 
     async def _infer(
         self, todo: dict[str, npt.NDArray[np.uint8]]

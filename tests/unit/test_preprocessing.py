@@ -63,3 +63,48 @@ def test_unknown_policy_is_typed_error() -> None:
 
 def test_policy_id_is_versioned() -> None:
     assert policy_id("clip_default") == "clip_default@1"
+
+
+def _reference_crop(img: Image.Image) -> Image.Image:
+    # the policies' centre crop as first shipped (pad the whole image, then crop)
+    w, h = img.size
+    if w < 224 or h < 224:
+        canvas = Image.new("RGB", (max(w, 224), max(h, 224)))
+        canvas.paste(img, ((max(w, 224) - w) // 2, (max(h, 224) - h) // 2))
+        img, (w, h) = canvas, canvas.size
+    left, top = (w - 224) // 2, (h - 224) // 2
+    return img.crop((left, top, left + 224, top + 224))
+
+
+def _reference(img: Image.Image, short: int | None, resample: Image.Resampling):
+    if short is not None:
+        s = short / min(img.size)
+        new = (max(short, round(img.width * s)), max(short, round(img.height * s)))
+        img = img.resize(new, resample=resample)
+    return np.asarray(_reference_crop(img), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("fn", "short", "resample"),
+    [
+        (clip_default, 224, Image.Resampling.BICUBIC),
+        (ufd_eval, None, Image.Resampling.NEAREST),
+        (resize256_crop224, 256, Image.Resampling.BILINEAR),
+    ],
+)
+@pytest.mark.parametrize(
+    "size", [(640, 480), (480, 640), (224, 224), (100, 300), (1000, 250), (37, 911)]
+)
+def test_policy_output_unchanged_on_normal_aspect(fn, short, resample, size) -> None:
+    img = _img(*size)
+    np.testing.assert_array_equal(fn(img), _reference(img, short, resample))
+
+
+@pytest.mark.parametrize("fn", [clip_default, ufd_eval, resize256_crop224])
+@pytest.mark.parametrize("size", [(3000, 3), (3, 3000), (40, 1)])
+def test_policy_cuts_extreme_aspect_to_224(fn, size) -> None:
+    img = Image.new("RGB", size, (200, 100, 50))
+    out = fn(img)
+    assert out.shape == (224, 224, 3)
+    if fn is not ufd_eval:  # a flat image stays flat; ufd_eval zero-pads instead
+        assert (out == (200, 100, 50)).all()

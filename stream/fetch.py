@@ -2,7 +2,10 @@
 
 Every refusal is a typed `PoisonMessageError` (stage ``fetch``) with a stable error
 class: ``bad_base64``, ``too_large``, ``uri_not_allowed``, ``not_found``,
-``http_status``, ``fetch_unavailable``. An https host that stays unreachable after
+``http_status``, ``fetch_unavailable``. ``file://`` reads regular files only (a FIFO,
+device or socket is ``uri_not_allowed``, a directory ``not_found``): opened
+non-blocking, checked with ``fstat``, size capped before reading, read under the
+fetch timeout. An https host that stays unreachable after
 the configured attempts is poison too, not transient: one dead link must not stall
 its partition, and the DLQ record can be replayed. Redirects are not followed (they
 would bypass the allowlist).
@@ -14,7 +17,10 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
 import ssl
+import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -26,6 +32,9 @@ from stream.events import UploadEvent
 
 logger = logging.getLogger(__name__)
 _STAGE = "fetch"
+_CHUNK = 1024 * 1024
+# non-blocking: opening a FIFO must not wait for a writer; no controlling terminal
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,14 @@ class FetchLimits:
 
 def _poison(message: str, error_class: str) -> PoisonMessageError:
     return PoisonMessageError(message, error_class=error_class, stage=_STAGE)
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    """Only regular files are read: a FIFO or a device could block or never end."""
+    if stat.S_ISDIR(mode):
+        raise _poison(f"{path}: is a directory", "not_found")
+    if not stat.S_ISREG(mode):
+        raise _poison(f"{path}: not a regular file", "uri_not_allowed")
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
@@ -109,7 +126,14 @@ class Fetcher:
         path = Path(raw_path)
         if not path.is_absolute():
             raise _poison("file URI path must be absolute", "uri_not_allowed")
-        return await asyncio.to_thread(self._read_file, path)
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._read_file, path), self.limits.timeout_s
+            )
+        except TimeoutError as exc:
+            raise _poison(
+                f"{path}: no data within {self.limits.timeout_s} s", "fetch_unavailable"
+            ) from exc
 
     def _read_file(self, path: Path) -> bytes:
         resolved = path.resolve()
@@ -117,17 +141,39 @@ class Fetcher:
         if roots and not any(resolved.is_relative_to(r.resolve()) for r in roots):
             raise _poison(f"{path} is outside the allowed roots", "uri_not_allowed")
         try:
-            size = resolved.stat().st_size
-            if size > self.limits.max_bytes:
+            # refuse before opening: opening a device can have side effects
+            _check_regular(path, resolved.stat().st_mode)
+            fd = os.open(resolved, _OPEN_FLAGS)
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+            raise _poison(f"{path}: {exc.strerror}", "not_found") from exc
+        except OSError as exc:  # ENXIO (a socket), ELOOP (swapped for a symlink)
+            raise _poison(f"{path}: {exc.strerror}", "uri_not_allowed") from exc
+        try:
+            info = os.fstat(fd)  # the file actually opened, not the one stat()ed
+            _check_regular(path, info.st_mode)
+            if info.st_size > self.limits.max_bytes:
                 raise _poison(
-                    f"{size} bytes over the {self.limits.max_bytes} limit", "too_large"
+                    f"{info.st_size} bytes over the {self.limits.max_bytes} limit",
+                    "too_large",
                 )
-            with resolved.open("rb") as fh:
-                return fh.read(self.limits.max_bytes + 1)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise _poison(f"{path}: {exc.strerror}", "not_found") from exc
-        except PermissionError as exc:
-            raise _poison(f"{path}: {exc.strerror}", "not_found") from exc
+            return self._read_fd(path, fd)
+        finally:
+            os.close(fd)
+
+    def _read_fd(self, path: Path, fd: int) -> bytes:
+        limit, deadline = (
+            self.limits.max_bytes,
+            time.monotonic() + self.limits.timeout_s,
+        )
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(_CHUNK, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # the file grew after fstat
+                raise _poison(f"{path}: over the {limit} byte limit", "too_large")
+            if time.monotonic() > deadline:
+                raise _poison(f"{path}: read too slow", "fetch_unavailable")
+        return b"".join(chunks)
 
     async def _https(self, uri: str) -> bytes:
         delay = self.limits.backoff_s

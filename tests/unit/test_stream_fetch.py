@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import os
 import shutil
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -57,6 +62,51 @@ async def test_fetch_file_uri_and_its_limits(tmp_path: Path) -> None:
     assert await _fetch_error(fetcher, _event(uri=remote)) == "uri_not_allowed"
     no_files = Fetcher(FetchLimits(allow_file=False))
     assert await _fetch_error(no_files, _event(uri=img.as_uri())) == "uri_not_allowed"
+
+
+def _unblock_fifo(fifo: Path) -> None:
+    # a reader stuck in open() (the old code) returns once a writer comes and goes
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def test_fetch_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    fetcher = Fetcher(FetchLimits(file_roots=(tmp_path,)))
+    try:
+        error = await asyncio.wait_for(
+            _fetch_error(fetcher, _event(uri=fifo.as_uri())), 3
+        )
+    finally:
+        _unblock_fifo(fifo)
+    assert error == "uri_not_allowed"
+
+
+async def test_fetch_refuses_sockets_devices_and_directories(tmp_path: Path) -> None:
+    sock_path = tmp_path / "s.jpg"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        fetcher = Fetcher(FetchLimits(file_roots=(tmp_path,)))
+        assert await _fetch_error(fetcher, _event(uri=sock_path.as_uri())) == (
+            "uri_not_allowed"
+        )
+    anywhere = Fetcher(FetchLimits())
+    assert await _fetch_error(anywhere, _event(uri="file:///dev/zero")) == (
+        "uri_not_allowed"
+    )
+    assert await _fetch_error(anywhere, _event(uri=tmp_path.as_uri())) == "not_found"
+
+
+async def test_fetch_file_read_has_a_deadline(tmp_path: Path) -> None:
+    class _Stuck(Fetcher):
+        def _read_file(self, path: Path) -> bytes:
+            time.sleep(1)
+            return b""
+
+    fetcher = _Stuck(FetchLimits(timeout_s=0.05))
+    uri = (tmp_path / "a.jpg").as_uri()
+    assert await _fetch_error(fetcher, _event(uri=uri)) == "fetch_unavailable"
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,14 @@ Checks run in this order, each failure a `PoisonMessageError` (stage ``decode``)
 (unidentified), ``format_not_allowed`` (outside the allowlist),
 ``decompression_bomb`` (width × height over ``max_pixels``, checked from the header
 before any pixel is decoded; Pillow's own bomb guard is mapped to the same class),
-``truncated`` / ``corrupt`` (the pixel data does not decode). The result is the
-first frame, rotated by its EXIF orientation, in RGB.
+``truncated`` / ``corrupt`` (the pixel data does not decode). A PNG text chunk that
+inflates past Pillow's text limits (a metadata bomb) is ``too_large``. The result is
+the first frame, rotated by its EXIF orientation, in RGB: an animated GIF or WebP is
+scored on its first frame only.
+
+The default allowlist is JPEG, PNG, WebP and GIF; other formats Pillow can read
+(``TIFF``, ``BMP``, ``ICO``, ``JPEG2000``, ``AVIF``, ...) are opt-in through
+``SYNTHGUARD_DECODE__FORMATS``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from stream.errors import PoisonMessageError
 _STAGE = "decode"
 # what Pillow raises on broken files besides OSError (plugin-dependent)
 _BROKEN = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+# Pillow's PNG text-chunk guards name these limits in their ValueError
+_TEXT_LIMITS = ("MAX_TEXT_CHUNK", "MAX_TEXT_MEMORY")
+DEFAULT_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,7 @@ class DecodeLimits:
 
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
-    formats: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP"})
+    formats: frozenset[str] = frozenset(DEFAULT_FORMATS)
 
 
 def _poison(message: str, error_class: str) -> PoisonMessageError:
@@ -45,7 +54,13 @@ def _open(data: bytes) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _poison(str(exc), "decompression_bomb") from exc
     except _BROKEN as exc:
+        if _is_text_bomb(exc):
+            raise _poison(f"metadata too large: {exc}", "too_large") from exc
         raise _poison(f"unreadable image header: {exc}", "corrupt") from exc
+
+
+def _is_text_bomb(exc: Exception) -> bool:
+    return isinstance(exc, ValueError) and any(k in str(exc) for k in _TEXT_LIMITS)
 
 
 def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
@@ -82,5 +97,7 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _poison(str(exc), "decompression_bomb") from exc
     except _BROKEN as exc:
+        if _is_text_bomb(exc):  # a text chunk after the image data
+            raise _poison(f"metadata too large: {exc}", "too_large") from exc
         error_class = "truncated" if "truncated" in str(exc) else "corrupt"
         raise _poison(f"pixel data does not decode: {exc}", error_class) from exc

@@ -111,10 +111,16 @@ class FetchSettings(_Group):
 
 
 class DecodeSettings(_Group):
-    """Decoder limits against hostile images."""
+    """Decoder limits against hostile images.
+
+    Attributes:
+        max_pixels: Width × height above which an image is a ``decompression_bomb``.
+        formats: Pillow format names accepted; GIF is scored on its first frame.
+            ``TIFF``, ``BMP``, ``ICO``, ``JPEG2000``, ``AVIF`` are opt-in.
+    """
 
     max_pixels: int = Field(40_000_000, ge=1)
-    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
+    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP", "GIF"])
 
 
 class WorkerSettings(_Group):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from PIL import Image
 
 from stream.decode import DecodeLimits, decode_image
 from stream.errors import PoisonMessageError
+from stream.settings import DecodeSettings
 from stream.testing import bomb_png, jpeg_bytes, truncated_jpeg
 
 
@@ -64,3 +67,41 @@ def test_decode_converts_palette_and_alpha_to_rgb() -> None:
     assert decode_image(_encoded(rgba, "PNG"), DecodeLimits()).mode == "RGB"
     pal = Image.new("P", (16, 16), 3)
     assert decode_image(_encoded(pal, "PNG"), DecodeLimits()).mode == "RGB"
+
+
+def test_decode_gif_by_default_on_its_first_frame() -> None:
+    frames = [Image.new("RGB", (20, 10), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    out = decode_image(buf.getvalue(), DecodeLimits())
+    assert (out.size, out.mode) == ((20, 10), "RGB")
+    assert out.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_decode_default_formats_agree_with_settings() -> None:
+    assert frozenset(DecodeSettings().formats) == DecodeLimits().formats
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP", "ICO", "JPEG2000", "AVIF"])
+def test_decode_rare_formats_are_opt_in(fmt: str) -> None:
+    data = _encoded(Image.new("RGB", (16, 16), (1, 2, 3)), fmt)
+    with pytest.raises(PoisonMessageError) as info:
+        decode_image(data, DecodeLimits())
+    assert info.value.error_class == "format_not_allowed"
+    opted_in = DecodeLimits(formats=frozenset({fmt}))
+    assert decode_image(data, opted_in).size == (16, 16)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+@pytest.mark.parametrize("before", [b"IDAT", b"IEND"], ids=["header", "trailer"])
+def test_decode_png_text_bomb_is_too_large(before: bytes) -> None:
+    png = _encoded(Image.new("RGB", (8, 8)), "PNG")
+    bomb = _chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * (8 << 20), 9))
+    at = png.index(before) - 4
+    with pytest.raises(PoisonMessageError) as info:
+        decode_image(png[:at] + bomb + png[at:], DecodeLimits())
+    assert info.value.error_class == "too_large"

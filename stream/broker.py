@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -65,7 +66,8 @@ class TansuBroker:
     Args:
         port: Port to listen on; 0 picks a free one.
         storage: Tansu storage URL (in memory by default: nothing survives a stop).
-        log_path: Broker log; a temp file when None.
+        log_path: Broker log; when None, one in a temp dir that `stop` removes
+            unless the broker had died on its own.
         ready_timeout_s: How long to wait for the port to accept connections.
     """
 
@@ -78,9 +80,11 @@ class TansuBroker:
     ) -> None:
         self.port = port or free_port()
         self.storage = storage
-        self.log_path = log_path or Path(
-            tempfile.mkdtemp(prefix="synthguard-tansu-")
-        ) / ("tansu.log")
+        self._own_dir: Path | None = None
+        if log_path is None:
+            self._own_dir = Path(tempfile.mkdtemp(prefix="synthguard-tansu-"))
+            log_path = self._own_dir / "tansu.log"
+        self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -133,7 +137,10 @@ class TansuBroker:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
+        died = proc.poll() is not None
         rc = terminate(proc, timeout_s)
+        if self._own_dir is not None and not died:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
         logger.info("tansu stopped (rc %s)", rc)
         return rc
 

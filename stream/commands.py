@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -106,6 +107,7 @@ def cmd_up(
     repo = export_repo(artifacts, work / "model_repository")
     with Stack(repo, settings, work) as stack:
         asyncio.run(_serve_stack(stack))
+    shutil.rmtree(work, ignore_errors=True)  # logs + exported repo; kept on an error
     return 0
 
 

@@ -72,7 +72,9 @@ class TritonServer:
     Args:
         repo: The model repository (from `serving.triton.export.export_repository`).
         options: Ports, variant and timeouts.
-        work_dir: Where the backends dir and the log go; a new temp dir when None.
+        work_dir: Where the backends dir and the log go; when None, a new temp dir
+            that `stop` removes unless the server had died on its own (its log stays
+            for a post-mortem).
         log_path: Server log file; ``work_dir/tritonserver.log`` when None.
     """
 
@@ -85,6 +87,7 @@ class TritonServer:
     ) -> None:
         self.repo = repo.resolve()
         self.options = options or ServerOptions()
+        self._owns_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="synthguard-triton-"))
         self.log_path = log_path or self.work_dir / "tritonserver.log"
         self.http_port = self.grpc_port = self.metrics_port = 0
@@ -225,8 +228,11 @@ class TritonServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
+        died = proc.poll() is not None
         rc = terminate(proc, self.options.stop_timeout_s)
         shutil.rmtree(self.work_dir / "backends", ignore_errors=True)
+        if self._owns_work_dir and not died:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         logger.info("tritonserver stopped (rc %s)", rc)
         return rc
 

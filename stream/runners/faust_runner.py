@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -59,14 +61,14 @@ def _withhold(events: Sequence[Any]) -> None:
         event.message.acked = True  # see the module docstring
 
 
-def app_settings(settings: StreamSettings) -> dict[str, Any]:
-    """Faust ``App`` keyword settings for this worker."""
+def app_settings(settings: StreamSettings, datadir: Path) -> dict[str, Any]:
+    """Faust ``App`` keyword settings for this worker (faust writes under `datadir`)."""
     k = settings.kafka
     return {
         "broker": [f"kafka://{s.strip()}" for s in k.bootstrap_servers.split(",")],
         "processing_guarantee": "at_least_once",
         "store": "memory://",
-        "datadir": tempfile.mkdtemp(prefix="synthguard-faust-"),
+        "datadir": str(datadir),
         "web_enabled": False,
         "topic_disable_leader": True,
         "producer_max_batch_size": 1,
@@ -95,7 +97,9 @@ class FaustRunner:
                 "SYNTHGUARD_KAFKA__GROUP_INSTANCE_ID=%s is ignored",
                 k.group_instance_id,
             )
-        self.app = faust.App(k.group_id, **app_settings(settings))
+        # removed by run(); the store is in memory, nothing there outlives a process
+        self.datadir = Path(tempfile.mkdtemp(prefix="synthguard-faust-"))
+        self.app = faust.App(k.group_id, **app_settings(settings, self.datadir))
         self.uploads = self._raw_topic(k.uploads_topic)
         self.out_topics = {
             n: self._raw_topic(n) for n in (k.verdicts_topic, k.dlq_topic)
@@ -171,4 +175,7 @@ class FaustRunner:
             loglevel=level if level != "warning" else "warn",
             redirect_stdouts=False,  # the endpoint announcement stays on stdout
         )
-        worker.execute_from_commandline()
+        try:
+            worker.execute_from_commandline()
+        finally:  # it always leaves through SystemExit
+            shutil.rmtree(self.datadir, ignore_errors=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -59,3 +61,13 @@ async def test_broker_topics_and_single_record_batches_keep_end_offsets_exact(
         assert (await consumer.end_offsets([tp]))[tp] == 25
     finally:
         await consumer.stop()
+
+
+def test_broker_removes_its_temp_log_dir_on_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    b = TansuBroker().start()
+    assert b.log_path.is_relative_to(tmp_path)
+    assert b.stop() == 0
+    assert list(tmp_path.glob("synthguard-*")) == []

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,3 +79,25 @@ def test_server_refuses_paths_the_python_backend_cannot_start_from(
 ) -> None:
     with pytest.raises(InvalidInputError, match="shell characters"):
         TritonServer(empty_repo, work_dir=tmp_path / "has (parens)").start()
+
+
+def test_server_removes_its_own_temp_dir_on_stop(
+    empty_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with TritonServer(empty_repo) as srv:
+        assert srv.work_dir.parent == tmp_path / "tmp"
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_server_keeps_its_temp_dir_and_log_when_it_died(
+    empty_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with TritonServer(empty_repo) as srv:
+        assert srv.pid is not None
+        os.kill(srv.pid, signal.SIGKILL)
+        while srv.running:
+            time.sleep(0.05)
+    assert srv.log_path.is_file()

@@ -14,11 +14,14 @@ from serving.heads.mlp import MlpHead
 from serving.index.faiss_index import FaissBank
 from serving.scoring.metrics import roc_auc
 from serving.scoring.mlp import mlp_logit
+from serving.scoring.views import FeatureLayout, FeatureView
 from serving.training.linear import LinearProbeConfig
 from serving.training.mlp import LossName, MlpTrainConfig, to_mlp_params, train_mlp
 
 D = 16
 PROBE_CFG = LinearProbeConfig(lr=1e-2, batch_size=32, max_epochs=100)
+# the toy rows are the embedding itself: a layout without blocks, raw embeds
+EMBEDS = FeatureView(FeatureLayout(D, 0, 0), source="embeds", norm="none")
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +170,7 @@ def test_mlp_trainer_folded_numpy_matches_torch() -> None:
 def test_mlp_head_learns_separable_toy(loss: LossName) -> None:
     # lr 1e-2: the default 1e-3 needs more steps than this tiny set gives
     cfg = MlpTrainConfig(epochs=10, batch_size=32, lr=1e-2, loss=loss)
-    head = MlpHead(cfg)
+    head = MlpHead(EMBEDS, cfg)
     head.fit(_toy(0, n=256), _toy(1))
     test = _toy(2, n=128)
     assert roc_auc(test.y, head.score(test.x)) > 0.95
@@ -176,10 +179,11 @@ def test_mlp_head_learns_separable_toy(loss: LossName) -> None:
 
 
 def test_mlp_head_save_load_roundtrip(tmp_path: Path) -> None:
-    head = MlpHead(MlpTrainConfig(epochs=2, batch_size=32))
+    head = MlpHead(EMBEDS, MlpTrainConfig(epochs=2, batch_size=32))
     head.fit(_toy(0), _toy(1))
     params = head.save(tmp_path)
     loaded = MlpHead.load(tmp_path, params)
+    assert params["view"] == EMBEDS.to_dict()
     x = _toy(2).x
     assert np.array_equal(loaded.score(x), head.score(x))
     with torch.no_grad():

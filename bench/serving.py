@@ -131,19 +131,18 @@ async def measure(setup: Setup, images: Images, c: int, n: int) -> Point:
     return point(setup.name, c, wall, lat, batch)
 
 
-def synthetic_artifacts(directory: Path, dim: int = 512, seed: int = 0) -> Path:
+def synthetic_artifacts(directory: Path, seed: int = 0) -> Path:
     """Tiny heads on random features, recorded as trained on the embedded encoder."""
     rng = np.random.default_rng(seed)
     y = np.repeat([0, 1], 40)
+    info = OnnxClipEncoder(threads=1).info
+    dim = info.layout.width
     x = (rng.normal(size=(len(y), dim)) + y[:, None] * 0.5).astype(np.float32)
-    meta = FeatureMeta(
-        "bench", "0", "clip_default@1", "none", "bench", len(y), dim, 0.0
-    )
+    meta = FeatureMeta.of(info, "clip_default@1", "bench", len(y))
     paths = tuple(f"{label}/{i}" for i, label in enumerate(y))
     fs = FeatureSet(x, y.astype(np.int64), paths, ("bench",) * len(y), meta)
     opts = HeadOptions(mlp_epochs=1)
     heads = fit_heads(fs, ("knn_k1", "linear_probe", "mlp"), opts)
-    info = OnnxClipEncoder(threads=1).info
     record = EncoderRecord.from_info(info, policy_id("clip_default"))
     cals = calibrate_heads(heads, fs, opts)
     write_artifacts(directory, record, heads, cals, "linear_probe", {"bench": True})

@@ -29,9 +29,10 @@ from serving.heads.knn import KnnHead
 from serving.heads.linear import LinearProbeHead
 from serving.heads.mlp import MlpHead
 from serving.scoring.calibration import Calibration
+from serving.scoring.views import FeatureLayout
 
 MANIFEST_FILE: Final = "manifest.json"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 HEAD_KINDS: Final[dict[str, type[KnnHead] | type[LinearProbeHead] | type[MlpHead]]] = {
     "knn": KnnHead,
     "linear_probe": LinearProbeHead,
@@ -48,9 +49,17 @@ class EncoderRecord(BaseModel):
     sha256: str
     embed_dim: int
     policy: str
+    n_blocks: int
+    block_dim: int
+    token: str
     normalised_output: bool = False
     text_source: str = "none"
     text_dim: int = 0
+
+    @property
+    def layout(self) -> FeatureLayout:
+        """Layout of the flat feature rows the heads were trained on."""
+        return FeatureLayout(self.embed_dim, self.n_blocks, self.block_dim)
 
     @classmethod
     def from_info(
@@ -62,6 +71,9 @@ class EncoderRecord(BaseModel):
             sha256=info.weights_sha256,
             embed_dim=info.embed_dim,
             policy=policy,
+            n_blocks=info.n_blocks,
+            block_dim=info.block_dim,
+            token=info.token,
             normalised_output=info.normalised,
             text_source=text_source,
             text_dim=info.text_dim if text_source != "none" else 0,
@@ -184,13 +196,23 @@ def read_manifest(directory: Path) -> Manifest:
     return manifest
 
 
-def verify_files(directory: Path, manifest: Manifest) -> None:
+def verify_files(
+    directory: Path, manifest: Manifest, prefix: str = ""
+) -> None:
     """Check that every file listed in the manifest exists with its sha256.
 
+    Args:
+        directory: Artifact directory.
+        manifest: Its manifest.
+        prefix: Only check files under this relative prefix (e.g. one head's).
+
     Raises:
-        ArtifactMismatchError: a file is missing or differs.
+        ArtifactMismatchError: a file is missing or differs, or none matches `prefix`.
     """
-    for rel, expected in manifest.files.items():
+    files = {k: v for k, v in manifest.files.items() if k.startswith(prefix)}
+    if not files:
+        raise ArtifactMismatchError(f"the manifest lists no files under {prefix!r}")
+    for rel, expected in files.items():
         path = directory / rel
         if not path.is_file():
             raise ArtifactMismatchError(f"{path} listed in the manifest is missing")
@@ -208,8 +230,8 @@ def check_encoder(manifest: Manifest, info: EncoderInfo, policy: str) -> None:
         ArtifactMismatchError: encoder id, weights hash, dimension or policy differ.
     """
     rec = manifest.encoder
-    got = (info.encoder_id, info.weights_sha256, info.embed_dim, policy)
-    want = (rec.id, rec.sha256, rec.embed_dim, rec.policy)
+    got = (info.encoder_id, info.weights_sha256, info.layout, info.token, policy)
+    want = (rec.id, rec.sha256, rec.layout, rec.token, rec.policy)
     if got != want:
         raise ArtifactMismatchError(
             f"artifacts were trained on encoder/policy {want}, running {got}"
@@ -234,23 +256,47 @@ def load_artifacts(
     verify_files(directory, manifest)
     if encoder is not None:
         check_encoder(manifest, encoder, policy or manifest.encoder.policy)
-    heads: dict[str, Head] = {}
-    calibrations: dict[str, Calibration] = {}
-    for name, rec in manifest.heads.items():
-        cls = HEAD_KINDS.get(rec.kind)
-        if cls is None:
-            raise ArtifactMismatchError(
-                f"unknown head kind {rec.kind!r} in {directory}"
-            )
-        heads[name] = cls.load(directory / "heads" / name, rec.params)
-        calibrations[name] = Calibration.from_dict(rec.calibration)
+    heads = {name: _load_head(directory, manifest, name) for name in manifest.heads}
+    calibrations = {
+        name: Calibration.from_dict(rec.calibration)
+        for name, rec in manifest.heads.items()
+    }
     return Artifacts(directory, manifest, heads, calibrations)
+
+
+def _load_head(directory: Path, manifest: Manifest, name: str) -> Head:
+    rec = manifest.heads[name]
+    cls = HEAD_KINDS.get(rec.kind)
+    if cls is None:
+        raise ArtifactMismatchError(f"unknown head kind {rec.kind!r} in {directory}")
+    return cls.load(directory / "heads" / name, rec.params)
+
+
+def load_head(directory: Path, name: str) -> tuple[Manifest, Head]:
+    """Load and verify one head instance (what a Triton head model serves).
+
+    Args:
+        directory: An artifact directory (or a model version dir holding a copy of
+            the manifest and this head's files).
+        name: Head instance name in the manifest.
+
+    Raises:
+        MissingWeightsError: no manifest.
+        ArtifactMismatchError: no such head, or its files are missing or altered.
+    """
+    manifest = read_manifest(directory)
+    if name not in manifest.heads:
+        raise ArtifactMismatchError(f"head {name!r} not in the manifest of {directory}")
+    verify_files(directory, manifest, f"heads/{name}/")
+    return manifest, _load_head(directory, manifest, name)
 
 
 def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     """A short JSON-able summary (for CLI output and verdicts)."""
     return {
         "encoder": manifest.encoder.id,
+        "encoder_sha256": manifest.encoder.sha256,
+        "cls_token": manifest.encoder.token,
         "policy": manifest.encoder.policy,
         "decision_head": manifest.decision_head,
         "heads": {n: r.kind for n, r in manifest.heads.items()},

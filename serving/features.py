@@ -1,9 +1,13 @@
 """Adapter: extract CLIP features once and cache them on disk (npz + JSON manifest).
 
-A cache entry is keyed by everything that changes the numbers: encoder id and weight
-hash, preprocessing policy (with version), perturbation, and the hash of the image
-list (relative paths, labels, families and file contents). Heads then retrain in
-seconds without touching images again.
+Each row is the encoder's flat feature row (`serving.scoring.views.FeatureLayout`):
+the projected embedding followed by the CLS token of every block, stored as float16
+(half the disk; heads re-normalise per block, so the rounding is far below the
+int8 encoder's own error). A cache entry is keyed by everything that changes the
+numbers: the cache format, encoder id and graph hash (the derived graph's sha256),
+CLS-token choice and layout, preprocessing policy (with version), perturbation, and
+the hash of the image list (relative paths, labels, families and file contents).
+Heads then retrain in seconds without touching images again.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from serving.encoders.base import ImageEncoder
+from serving.encoders.base import EncoderInfo, ImageEncoder
 from serving.errors import ArtifactMismatchError, InvalidInputError
 from serving.hashing import sha256_file, sha256_strings
 from serving.preprocessing import get_policy, policy_id
@@ -28,7 +32,7 @@ from serving.preprocessing import get_policy, policy_id
 logger = logging.getLogger(__name__)
 
 Perturbation = Callable[[Image.Image], Image.Image]
-FEATURES_FORMAT = 1
+FEATURES_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,51 @@ class FeatureMeta:
     n: int
     dim: int
     seconds: float
+    token: str
+    layout: dict[str, int]
     format: int = FEATURES_FORMAT
+
+    @classmethod
+    def of(
+        cls,
+        info: EncoderInfo,
+        policy: str,
+        image_list_sha256: str,
+        n: int,
+        perturbation: str = "none",
+        seconds: float = 0.0,
+    ) -> FeatureMeta:
+        """Provenance of `n` rows produced by the encoder `info` describes.
+
+        Args:
+            info: The encoder's identity and layout.
+            policy: Versioned policy id (``clip_default@1``).
+            image_list_sha256: Hash of the image list (or any label of the input).
+            n: Number of rows.
+            perturbation: Name of the perturbation applied before the policy.
+            seconds: Extraction time.
+        """
+        return cls(
+            encoder_id=info.encoder_id,
+            encoder_sha256=info.weights_sha256,
+            policy=policy,
+            perturbation=perturbation,
+            image_list_sha256=image_list_sha256,
+            n=n,
+            dim=info.layout.width,
+            seconds=round(seconds, 3),
+            token=info.token,
+            layout=info.layout.to_dict(),
+        )
 
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Raw projected CLIP features with their labels and provenance."""
+    """Flat CLIP feature rows (embedding + per-block CLS) with labels and provenance.
+
+    Attributes:
+        x: (n, layout.width) float32 flat rows, raw (not normalised).
+    """
 
     x: npt.NDArray[np.float32]
     y: npt.NDArray[np.int64]
@@ -128,25 +171,24 @@ def extract_features(
     """
     start = time.perf_counter()
     name, perturb = perturbation
+    layout = encoder.info.layout
     chunks: list[npt.NDArray[np.float32]] = []
     desc = f"features {policy}/{name}"
     with tqdm(total=len(items), desc=desc, unit="img", disable=not progress) as bar:
         for i in range(0, len(items), batch_size):
             batch = items[i : i + batch_size]
             pixels = np.stack([_load(root / it.path, policy, perturb) for it in batch])
-            chunks.append(encoder.encode(pixels))
+            chunks.append(encoder.encode(pixels).flat(layout))
             bar.update(len(batch))
-    dim = encoder.info.embed_dim
-    x = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
-    meta = FeatureMeta(
-        encoder_id=encoder.info.encoder_id,
-        encoder_sha256=encoder.info.weights_sha256,
-        policy=policy_id(policy),
-        perturbation=name,
-        image_list_sha256=image_list_sha256(root, items),
-        n=len(items),
-        dim=int(x.shape[1]),
-        seconds=round(time.perf_counter() - start, 3),
+    width = layout.width
+    x = np.concatenate(chunks) if chunks else np.zeros((0, width), dtype=np.float32)
+    meta = FeatureMeta.of(
+        encoder.info,
+        policy_id(policy),
+        image_list_sha256(root, items),
+        len(items),
+        name,
+        time.perf_counter() - start,
     )
     return FeatureSet(
         x=x.astype(np.float32, copy=False),
@@ -162,7 +204,11 @@ def save_features(fs: FeatureSet, stem: Path) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     npz = stem.with_suffix(".npz")
     np.savez(
-        npz, x=fs.x, y=fs.y, paths=np.array(fs.paths), families=np.array(fs.families)
+        npz,
+        x=fs.x.astype(np.float16),
+        y=fs.y,
+        paths=np.array(fs.paths),
+        families=np.array(fs.families),
     )
     doc = {"meta": asdict(fs.meta), "npz": npz.name, "npz_sha256": sha256_file(npz)}
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2))
@@ -175,6 +221,8 @@ def load_features(stem: Path) -> FeatureSet:
         ArtifactMismatchError: if the npz does not match its recorded sha256.
     """
     doc = json.loads(stem.with_suffix(".json").read_text())
+    if doc.get("meta", {}).get("format") != FEATURES_FORMAT:
+        raise ArtifactMismatchError(f"{stem}.json: feature cache of another format")
     npz = stem.with_suffix(".npz")
     if sha256_file(npz) != doc["npz_sha256"]:
         raise ArtifactMismatchError(f"{npz} does not match the sha256 in {stem}.json")
@@ -198,10 +246,14 @@ def cached_features(
     progress: bool = True,
 ) -> FeatureSet:
     """Return features from the cache, extracting and storing them on a miss."""
+    info = encoder.info
     key = sha256_strings(
         [
-            encoder.info.encoder_id,
-            encoder.info.weights_sha256,
+            f"format={FEATURES_FORMAT}",
+            info.encoder_id,
+            info.weights_sha256,
+            info.token,
+            json.dumps(info.layout.to_dict(), sort_keys=True),
             policy_id(policy),
             perturbation[0],
             image_list_sha256(root, items),

@@ -47,6 +47,11 @@ class ServingSettings(BaseSettings):
         return self.home / "features"
 
     @property
+    def models_dir(self) -> Path:
+        """Derived encoder graphs (the int8 CLIP with its per-block CLS output)."""
+        return self.home / "models"
+
+    @property
     def artifacts_dir(self) -> Path:
         """Default artifact directory for trained heads."""
         return self.home / "artifacts"

@@ -24,7 +24,8 @@ from serving.heads.knn import KnnHead
 from serving.heads.linear import LinearProbeHead
 from serving.heads.mlp import MlpHead
 from serving.scoring.calibration import Calibration, calibrate, fit_calibration
-from serving.training.linear import LinearProbeConfig
+from serving.scoring.views import FeatureLayout, FeatureView
+from serving.training.configs import LinearProbeConfig
 from serving.training.mlp import MlpTrainConfig
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,28 @@ class HeadOptions:
     val_fraction: float = 0.2
     target_fpr: float = 0.01
     uncertain_fpr: float = 0.05
+    probe_recipe: str = "logreg_cv"
+    probe_source: str = "blocks"
+    probe_blocks: tuple[int, ...] = ()  # empty: every block
+    knn_source: str = "blocks"
+    knn_blocks: tuple[int, ...] = ()
+    mlp_source: str = "blocks"
+
+    def view(self, layout: FeatureLayout, head: str) -> FeatureView:
+        """The feature view of one head kind (``probe``, ``knn``, ``mlp``, ``rine``).
+
+        A layout without per-block tokens (an encoder that has none) falls back to
+        the L2-normalised embedding.
+        """
+        source, blocks = {
+            "probe": (self.probe_source, self.probe_blocks),
+            "knn": (self.knn_source, self.knn_blocks),
+            "mlp": (self.mlp_source, ()),
+            "rine": ("blocks", ()),
+        }[head]
+        if source == "embeds" or layout.n_blocks == 0:
+            return FeatureView(layout, "embeds", norm="l2")
+        return FeatureView(layout, "blocks", blocks=blocks, norm="l2")
 
 
 @dataclass
@@ -82,19 +105,30 @@ def probe_batch(n_fit: int, opts: HeadOptions) -> int:
     return max(32, min(256, n_fit // 16))
 
 
-def make_head(name: str, opts: HeadOptions, n_fit: int = 0) -> Head:
+def make_head(
+    name: str, opts: HeadOptions, layout: FeatureLayout, n_fit: int = 0
+) -> Head:
     """Build an unfitted head from its instance name (``knn_k<k>``, ``linear_probe``, ``mlp``).
+
+    Args:
+        name: Head instance name.
+        opts: Hyper-parameters (including each head's feature view).
+        layout: Layout of the flat feature rows the head will read.
+        n_fit: Training rows (scales the UnivFD probe's batch).
 
     Raises:
         InvalidInputError: unknown name.
     """
     if m := _KNN.match(name):
-        return KnnHead(int(m.group(1)))
+        return KnnHead(opts.view(layout, "knn"), int(m.group(1)))
     if name == "linear_probe":
         probe = LinearProbeConfig(
             lr=opts.probe_lr, batch_size=probe_batch(n_fit, opts), seed=opts.seed
         )
-        return LinearProbeHead(probe)
+        view = opts.view(layout, "probe")
+        if opts.probe_recipe == "univfd":
+            return LinearProbeHead(view, probe, "univfd")
+        return LinearProbeHead(view, probe, "logreg_cv")
     if name == "mlp":
         cfg = MlpTrainConfig(
             gamma=opts.mlp_gamma,
@@ -102,7 +136,7 @@ def make_head(name: str, opts: HeadOptions, n_fit: int = 0) -> Head:
             batch_size=opts.mlp_batch_size,
             seed=opts.seed,
         )
-        return MlpHead(cfg)
+        return MlpHead(opts.view(layout, "mlp"), cfg)
     raise InvalidInputError(
         f"unknown head {name!r}; use knn_k<1|3|5|9>, linear_probe, mlp"
     )
@@ -110,7 +144,7 @@ def make_head(name: str, opts: HeadOptions, n_fit: int = 0) -> Head:
 
 def labeled(fs: FeatureSet) -> LabeledFeatures:
     """View a feature set as the heads' input type."""
-    return LabeledFeatures(x=fs.x, y=fs.y, ids=fs.paths)
+    return LabeledFeatures(x=fs.x, y=fs.y, ids=fs.paths, groups=fs.families)
 
 
 def split_train_val(
@@ -137,12 +171,14 @@ def fit_heads(
 ) -> dict[str, Head]:
     """Fit every named head on `train` (an internal split selects epochs)."""
     fit_part, val_part = split_train_val(train, opts.val_fraction, opts.seed)
+    layout = FeatureLayout.from_dict(train.meta.layout)
     heads: dict[str, Head] = {}
     for name in names:
-        head = make_head(name, opts, n_fit=len(fit_part.y))
+        head = make_head(name, opts, layout, n_fit=len(fit_part.y))
         logger.info("fitting %s on %d images", name, len(fit_part.y))
-        if isinstance(head, KnnHead):
-            head.fit(labeled(train), labeled(val_part))  # banks use every train image
+        # the kNN banks use every train image; the grouped-CV probe selects C itself
+        if isinstance(head, KnnHead) or getattr(head, "recipe", "") == "logreg_cv":
+            head.fit(labeled(train), labeled(val_part))
         else:
             head.fit(labeled(fit_part), labeled(val_part))
         heads[name] = head

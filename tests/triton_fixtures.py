@@ -75,17 +75,8 @@ def train_artifacts(
     """Fit knn_k1, linear_probe and a 2-epoch MLP; every third image calibrates."""
     pixels = np.stack([clip_default(i) for i in [*reals, *fakes]])
     y = np.repeat([0, 1], [len(reals), len(fakes)])
-    x = encoder.encode(pixels)
-    meta = FeatureMeta(
-        encoder.info.encoder_id,
-        encoder.info.weights_sha256,
-        policy_id("clip_default"),
-        "none",
-        "test",
-        len(y),
-        int(x.shape[1]),
-        0.0,
-    )
+    x = encoder.encode(pixels).flat(encoder.info.layout)
+    meta = FeatureMeta.of(encoder.info, policy_id("clip_default"), "test", len(y))
     paths = tuple(f"{'fake' if lab else 'real'}/{i}.png" for i, lab in enumerate(y))
     fs = FeatureSet(x, y.astype(np.int64), paths, ("photos",) * len(y), meta)
     cal = np.zeros(len(y), dtype=bool)

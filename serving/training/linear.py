@@ -18,30 +18,10 @@ import torch
 from torch import nn
 
 from serving.errors import InvalidInputError
+from serving.training.configs import LinearProbeConfig
 
 FloatArray = npt.NDArray[np.float32]
 LabelArray = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class LinearProbeConfig:
-    """Hyper-parameters of the linear-probe trainer (UnivFD defaults)."""
-
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    max_epochs: int = 100
-    patience: int = 5
-    min_delta: float = 0.001
-    lr_decay: float = 10.0
-    min_lr: float = 1e-6
-    init_std: float = 0.02
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ same with a fake in tests.
 
 - `EncoderBackend`: the int8 ONNX CLIP encoder, one image per onnxruntime call (its
   dynamic quantisation makes a batched call change each image's embedding), so
-  Triton's dynamic batching changes throughput, never results.
-- `HeadBackend`: one trained head (linear probe, MLP or kNN with exemplars).
+  Triton's dynamic batching changes throughput, never results. It returns the
+  projected embedding and every block's CLS token.
+- `HeadBackend`: one trained head (linear probe, MLP or kNN with exemplars), loaded by
+  the same `serving.artifacts` loader as the in-process detector; it takes both
+  encoder outputs and applies its own feature view.
 - `DetectorPipeline`: encoder, then every head concurrently, then the decision head's
   calibration and label, as `serving.detector.Detector` does in-process.
 """
@@ -34,10 +37,12 @@ from serving.errors import (
     InvalidInputError,
     MissingWeightsError,
 )
+from serving.artifacts import Manifest, load_head, read_manifest
+from serving.heads.base import Head
 from serving.heads.knn import KnnHead
 from serving.scoring.calibration import Calibration, calibrate, decide
+from serving.scoring.views import FeatureLayout
 from serving.triton import names
-from serving.triton.model_files import Scorer, head_record, load_scorer, read_manifest
 
 Arrays = dict[str, npt.NDArray[Any]]
 InferFn = Callable[[str, Arrays, tuple[str, ...]], Awaitable[Arrays]]
@@ -84,7 +89,7 @@ def version_dir(args: dict[str, str]) -> Path:
 
 
 class EncoderBackend:
-    """CLIP image encoder: ``image`` (n, 224, 224, 3) uint8 -> ``embedding`` (n, d)."""
+    """CLIP image encoder: ``image`` (n, 224, 224, 3) uint8 -> ``embedding``, ``cls_tokens``."""
 
     input_names = (names.IMAGE.name,)
 
@@ -107,7 +112,7 @@ class EncoderBackend:
             )
         threads = int(model_parameters(args).get(names.PARAM_THREADS) or 0)
         encoder = OnnxClipEncoder(path, threads=threads or None)
-        expected = read_manifest(vdir).get("encoder", {}).get("sha256")
+        expected = read_manifest(vdir).encoder.sha256
         if encoder.info.weights_sha256 != expected:
             raise ArtifactMismatchError(
                 f"{path}: sha256 {encoder.info.weights_sha256} != manifest {expected}"
@@ -116,16 +121,18 @@ class EncoderBackend:
 
     def run(self, inputs: Arrays) -> Arrays:
         """Encode one request's images, one onnxruntime call per image."""
-        return {names.EMBEDDING.name: self._encoder.encode(inputs[names.IMAGE.name])}
+        enc = self._encoder.encode(inputs[names.IMAGE.name])
+        return {names.EMBEDDING.name: enc.embeds, names.CLS_TOKENS.name: enc.blocks}
 
 
 class HeadBackend:
-    """One head: ``embedding`` (n, d) -> ``score`` (n, 1) [+ ``exemplars`` (n, 2k)]."""
+    """One head: ``embedding``, ``cls_tokens`` -> ``score`` (n, 1) [+ ``exemplars``]."""
 
-    input_names = (names.EMBEDDING.name,)
+    input_names = tuple(t.name for t in names.ENCODER_OUTPUTS)
 
-    def __init__(self, scorer: Scorer | KnnHead) -> None:
-        self._scorer = scorer
+    def __init__(self, head: Head, layout: FeatureLayout) -> None:
+        self._head = head
+        self._layout = layout
 
     @classmethod
     def from_args(cls, args: dict[str, str]) -> HeadBackend:
@@ -136,15 +143,19 @@ class HeadBackend:
             ArtifactMismatchError: files missing, altered or of another kind.
         """
         instance = model_parameters(args).get(names.PARAM_HEAD, "")
-        return cls(load_scorer(version_dir(args), instance))
+        manifest, head = load_head(version_dir(args), instance)
+        return cls(head, manifest.encoder.layout)
 
     def run(self, inputs: Arrays) -> Arrays:
-        """Score one request's embeddings (and list kNN exemplars)."""
-        x = np.asarray(inputs[names.EMBEDDING.name], dtype=np.float32)
-        out: Arrays = {names.SCORE.name: self._scorer.score(x).reshape(-1, 1)}
-        if isinstance(self._scorer, KnnHead):
-            rows = self._scorer.neighbours(x)
-            out[names.EXEMPLARS.name] = _bytes_array(rows, 2 * self._scorer.k)
+        """Score one request's encoder outputs (and list kNN exemplars)."""
+        x = self._layout.flatten(
+            np.asarray(inputs[names.EMBEDDING.name], dtype=np.float32),
+            np.asarray(inputs[names.CLS_TOKENS.name], dtype=np.float32),
+        )
+        out: Arrays = {names.SCORE.name: self._head.score(x).reshape(-1, 1)}
+        if isinstance(self._head, KnnHead):
+            rows = self._head.neighbours(x)
+            out[names.EXEMPLARS.name] = _bytes_array(rows, 2 * self._head.k)
         return out
 
 
@@ -167,17 +178,17 @@ class DetectorPipeline:
             MissingWeightsError: the repository was not exported.
             ArtifactMismatchError: the decision head is not one of the served heads.
         """
-        manifest = read_manifest(version_dir(args))
+        manifest: Manifest = read_manifest(version_dir(args))
         served: dict[str, str] = json.loads(
             model_parameters(args).get(names.PARAM_HEADS) or "{}"
         )
-        decision = str(manifest.get("decision_head"))
-        record = head_record(manifest, decision)
-        if served.get(record.get("kind", "")) != decision:
+        decision = manifest.decision_head
+        record = manifest.heads.get(decision)
+        if record is None or served.get(record.kind) != decision:
             raise ArtifactMismatchError(
                 f"decision head {decision!r} is not served (served: {served})"
             )
-        return cls(Calibration.from_dict(record["calibration"]), record["kind"])
+        return cls(Calibration.from_dict(record.calibration), record.kind)
 
     async def run_batch(self, batches: list[Arrays], infer: InferFn) -> list[Arrays]:
         """Run several requests as one: concatenate, run, split back per request."""
@@ -192,14 +203,15 @@ class DetectorPipeline:
 
     async def run(self, inputs: Arrays, infer: InferFn) -> Arrays:
         """Score (n, 224, 224, 3) uint8 images through the encoder and head models."""
-        enc = await infer(names.ENCODER_MODEL, inputs, (names.EMBEDDING.name,))
+        features = tuple(t.name for t in names.ENCODER_OUTPUTS)
+        enc = await infer(names.ENCODER_MODEL, inputs, features)
         emb = enc[names.EMBEDDING.name]
         kinds = tuple(names.HEAD_MODELS)
         results = await asyncio.gather(
             *(
                 infer(
                     names.HEAD_MODELS[kind],
-                    {names.EMBEDDING.name: emb},
+                    {name: enc[name] for name in features},
                     tuple(t.name for t in names.HEAD_OUTPUTS[kind]),
                 )
                 for kind in kinds

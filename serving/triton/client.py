@@ -25,6 +25,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from serving.errors import InferenceUnavailableError, InvalidInputError
+from serving.encoders.base import Encoding
 from serving.triton import names
 
 logger = logging.getLogger(__name__)
@@ -120,10 +121,14 @@ class TritonDetectorClient:
         except InferenceServerException:
             return False
 
-    async def embed(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        """Raw projected embeddings (n, d) of (n, 224, 224, 3) uint8 images."""
-        out = await self.infer(names.ENCODER_MODEL, images, (names.EMBEDDING.name,))
-        return out[names.EMBEDDING.name].astype(np.float32, copy=False)
+    async def embed(self, images: npt.NDArray[np.uint8]) -> Encoding:
+        """Encode (n, 224, 224, 3) uint8 images: embeddings and per-block CLS tokens."""
+        wanted = tuple(t.name for t in names.ENCODER_OUTPUTS)
+        out = await self.infer(names.ENCODER_MODEL, images, wanted)
+        return Encoding(
+            out[names.EMBEDDING.name].astype(np.float32, copy=False),
+            out[names.CLS_TOKENS.name].astype(np.float32, copy=False),
+        )
 
     async def detect(self, images: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
         """One verdict per image, with the fields `serving.detector.Detector` gives."""

@@ -13,6 +13,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from serving.errors import ArtifactMismatchError
+from serving.scoring.views import FeatureLayout
 from serving.triton import names
 
 ModelConfig = Any  # model_config_pb2.ModelConfig; tritonclient ships no type hints
@@ -52,17 +53,17 @@ def tensor_table(config: ModelConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
 
 
 def expected_table(
-    model: str, embed_dim: int, knn_k: int
+    model: str, layout: FeatureLayout, knn_k: int
 ) -> dict[str, tuple[str, tuple[int, ...]]]:
     """What `tensor_table` must return for `model`, per `serving.triton.names`."""
     inputs, outputs = names.MODEL_IO[model]
     return {
-        s.name: (s.config_dtype, names.resolve_dims(s, embed_dim, knn_k))
+        s.name: (s.config_dtype, names.resolve_dims(s, layout, knn_k))
         for s in (*inputs, *outputs)
     }
 
 
-def fill_dims(config: ModelConfig, embed_dim: int, knn_k: int) -> None:
+def fill_dims(config: ModelConfig, layout: FeatureLayout, knn_k: int) -> None:
     """Set every input/output's dims from `names` for these artifact dimensions.
 
     Raises:
@@ -79,7 +80,7 @@ def fill_dims(config: ModelConfig, embed_dim: int, knn_k: int) -> None:
                 f"{config.name}: unknown tensor {tensor.name!r}"
             )
         del tensor.dims[:]
-        tensor.dims.extend(names.resolve_dims(specs[tensor.name], embed_dim, knn_k))
+        tensor.dims.extend(names.resolve_dims(specs[tensor.name], layout, knn_k))
 
 
 def set_parameter(config: ModelConfig, key: str, value: str) -> None:

@@ -14,11 +14,12 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import serving
 from serving.artifacts import MANIFEST_FILE, Manifest, load_artifacts, manifest_summary
-from serving.encoders.onnx_clip import ONNX_SHA256, locate_weights
+from serving.encoders.layer_graph import Token, derive_layer_graph
+from serving.encoders.onnx_clip import ENCODER_ID, locate_weights
 from serving.errors import ArtifactMismatchError, InvalidInputError, MissingWeightsError
 from serving.hashing import sha256_file
 from serving.triton import names
@@ -156,10 +157,20 @@ def _place_encoder(
     link: bool,
 ) -> dict[str, Any]:
     vdir = _version_dir(out_dir, names.ENCODER_MODEL)
-    if encoder_onnx is None and manifest.encoder.sha256 == ONNX_SHA256:
-        encoder_onnx = locate_weights()
     info: dict[str, Any] = {"id": manifest.encoder.id, "linked": link}
-    if encoder_onnx is not None:
+    if encoder_onnx is None and manifest.encoder.id == ENCODER_ID:
+        # the embedded encoder: derive its per-block graph straight into the repo
+        target = vdir / names.ENCODER_CPU_FILE
+        token = cast(Token, manifest.encoder.token)
+        derive_layer_graph(locate_weights(), target, token)
+        sha = sha256_file(target)
+        if sha != manifest.encoder.sha256:
+            raise ArtifactMismatchError(
+                f"derived encoder sha256 {sha} != manifest {manifest.encoder.sha256} "
+                "(another onnx version? retrain the heads)"
+            )
+        info["cpu_file"], info["cpu_source"] = names.ENCODER_CPU_FILE, "derived"
+    elif encoder_onnx is not None:
         sha = sha256_file(encoder_onnx)
         if sha != manifest.encoder.sha256:
             raise ArtifactMismatchError(
@@ -204,7 +215,7 @@ def _rewrite_configs(
     heads = {model: kind for kind, model in names.HEAD_MODELS.items()}
     for path in config_files(out_dir):
         config = read_config(path)
-        fill_dims(config, manifest.encoder.embed_dim, knn_k)
+        fill_dims(config, manifest.encoder.layout, knn_k)
         params = pipeline if config.name == names.PIPELINE_MODEL else {}
         if config.name in heads:
             params = {names.PARAM_HEAD: served[heads[config.name]]}
@@ -235,6 +246,7 @@ def _export_manifest(
         "decision_head": manifest.decision_head,
         "served_heads": served,
         "embed_dim": manifest.encoder.embed_dim,
+        "layout": manifest.encoder.layout.to_dict(),
         "knn_k": knn_k,
         "encoder": encoder,
         "files": _hash_tree(out_dir),

@@ -2,10 +2,14 @@
 
 The committed ``model_repository/`` configs, the exporter, the python-backend shims,
 the async client and the contract tests all read these constants. Dims exclude the
-batch dimension (every model batches, ``max_batch_size > 0``). Two dims depend on the
+batch dimension (every model batches, ``max_batch_size > 0``). Some dims depend on the
 trained artifacts and are symbolic here: `SYM_EMBED_DIM` (the encoder's projection
-width) and `SYM_EXEMPLARS` (``2 * k`` neighbour strings of the kNN head);
-`resolve_dims` fills them from a manifest, or with the embedded encoder's defaults.
+width), `SYM_BLOCKS` / `SYM_BLOCK_DIM` (its per-block CLS tokens) and `SYM_EXEMPLARS`
+(``2 * k`` neighbour strings of the kNN head); `resolve_dims` fills them from a
+manifest's feature layout, or with the embedded encoder's defaults.
+
+The encoder returns ``embedding`` and ``cls_tokens``; every head takes both and reads
+its own `serving.scoring.views.FeatureView` of them.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from serving.encoders.onnx_clip import BLOCK_DIM as _EMBEDDED_BLOCK_DIM
 from serving.encoders.onnx_clip import EMBED_DIM as _EMBEDDED_ENCODER_DIM
 from serving.preprocessing import SIZE
+from serving.scoring.views import FeatureLayout
 
 ENCODER_MODEL: Final = "clip_image_encoder"
 PIPELINE_MODEL: Final = "synthguard_detector"
@@ -28,8 +34,11 @@ MODELS: Final = (ENCODER_MODEL, *HEAD_MODELS.values(), PIPELINE_MODEL)
 
 # symbolic dims, filled by `resolve_dims`; the defaults are the committed configs'
 SYM_EMBED_DIM: Final = "embed_dim"
+SYM_BLOCKS: Final = "n_blocks"
+SYM_BLOCK_DIM: Final = "block_dim"
 SYM_EXEMPLARS: Final = "exemplars"
 DEFAULT_EMBED_DIM: Final = _EMBEDDED_ENCODER_DIM
+DEFAULT_LAYOUT: Final = FeatureLayout(_EMBEDDED_ENCODER_DIM, 12, _EMBEDDED_BLOCK_DIM)
 DEFAULT_KNN_K: Final = 1
 MAX_BATCH_SIZE: Final = 32
 
@@ -74,6 +83,8 @@ class TensorSpec:
 
 IMAGE: Final = TensorSpec("image", "UINT8", (SIZE, SIZE, 3))
 EMBEDDING: Final = TensorSpec("embedding", "FP32", (SYM_EMBED_DIM,))
+CLS_TOKENS: Final = TensorSpec("cls_tokens", "FP32", (SYM_BLOCKS, SYM_BLOCK_DIM))
+ENCODER_OUTPUTS: Final = (EMBEDDING, CLS_TOKENS)
 SCORE: Final = TensorSpec("score", "FP32", (1,))
 EXEMPLARS: Final = TensorSpec("exemplars", "BYTES", (SYM_EXEMPLARS,))
 PROBABILITY: Final = TensorSpec("probability", "FP32", (1,))
@@ -99,26 +110,34 @@ PIPELINE_OUTPUTS: Final = (
 )
 # model name -> (inputs, outputs)
 MODEL_IO: Final[dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]] = {
-    ENCODER_MODEL: ((IMAGE,), (EMBEDDING,)),
+    ENCODER_MODEL: ((IMAGE,), ENCODER_OUTPUTS),
     **{
-        model: ((EMBEDDING,), HEAD_OUTPUTS[kind]) for kind, model in HEAD_MODELS.items()
+        model: (ENCODER_OUTPUTS, HEAD_OUTPUTS[kind])
+        for kind, model in HEAD_MODELS.items()
     },
     PIPELINE_MODEL: ((IMAGE,), PIPELINE_OUTPUTS),
 }
 
 
 def resolve_dims(
-    spec: TensorSpec, embed_dim: int = DEFAULT_EMBED_DIM, knn_k: int = DEFAULT_KNN_K
+    spec: TensorSpec,
+    layout: FeatureLayout = DEFAULT_LAYOUT,
+    knn_k: int = DEFAULT_KNN_K,
 ) -> tuple[int, ...]:
     """Concrete dims of a tensor for one set of artifacts.
 
     Args:
         spec: The tensor.
-        embed_dim: Encoder projection width (manifest ``encoder.embed_dim``).
+        layout: The encoder's feature layout (manifest ``encoder``).
         knn_k: Neighbours per bank of the served kNN head (2k exemplar strings).
 
     Returns:
         The dims with every symbol replaced.
     """
-    values = {SYM_EMBED_DIM: embed_dim, SYM_EXEMPLARS: 2 * knn_k}
+    values = {
+        SYM_EMBED_DIM: layout.embed_dim,
+        SYM_BLOCKS: layout.n_blocks,
+        SYM_BLOCK_DIM: layout.block_dim,
+        SYM_EXEMPLARS: 2 * knn_k,
+    }
     return tuple(values[d] if isinstance(d, str) else d for d in spec.dims)

@@ -94,7 +94,7 @@ def test_worker_entry_point_needs_only_the_worker_image() -> None:
 def test_triton_shims_need_only_the_triton_image() -> None:
     out = _imports_without(
         TRITON_SHIMS_MUST_NOT_IMPORT,
-        "import serving.triton.backend, serving.triton.model_files,"
+        "import serving.triton.backend, serving.artifacts,"
         " serving.encoders.onnx_clip, serving.index.faiss_index",
     )
     assert out.returncode == 0, out.stderr

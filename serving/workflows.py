@@ -23,14 +23,17 @@ from serving.heads.base import Head, LabeledFeatures
 from serving.heads.knn import KnnHead
 from serving.heads.linear import LinearProbeHead
 from serving.heads.mlp import MlpHead
+from serving.heads.rine import RineHead, RineTrainConfig
 from serving.scoring.calibration import Calibration, calibrate, fit_calibration
+from serving.scoring.fusion import FUSION, Decision, fit_fusion
 from serving.scoring.views import FeatureLayout, FeatureView
 from serving.training.configs import LinearProbeConfig
 from serving.training.mlp import MlpTrainConfig
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HEADS = ("knn_k1", "knn_k9", "linear_probe", "mlp")
+DEFAULT_HEADS = ("knn_k9", "linear_probe", "mlp", "rine")
+AUTO = "auto"  # decision chosen by leave-one-family-out (`choose_decision`)
 POOLED = "pooled"
 _KNN = re.compile(r"^knn_k(\d+)$")
 
@@ -56,6 +59,7 @@ class HeadOptions:
     knn_source: str = "blocks"
     knn_blocks: tuple[int, ...] = ()
     mlp_source: str = "blocks"
+    rine_epochs: int = 30
 
     def view(self, layout: FeatureLayout, head: str) -> FeatureView:
         """The feature view of one head kind (``probe``, ``knn``, ``mlp``, ``rine``).
@@ -137,8 +141,11 @@ def make_head(
             seed=opts.seed,
         )
         return MlpHead(opts.view(layout, "mlp"), cfg)
+    if name == "rine":
+        rine = RineTrainConfig(seed=opts.seed, max_epochs=opts.rine_epochs)
+        return RineHead(opts.view(layout, "rine"), rine)
     raise InvalidInputError(
-        f"unknown head {name!r}; use knn_k<1|3|5|9>, linear_probe, mlp"
+        f"unknown head {name!r}; use knn_k<1|3|5|9>, linear_probe, mlp, rine"
     )
 
 
@@ -200,6 +207,57 @@ def calibrate_heads(
     }
 
 
+def fit_decision(
+    name: str, heads: dict[str, Head], cal: FeatureSet, opts: HeadOptions
+) -> Decision:
+    """The decision rule `name` (a head, or ``fusion`` of every head), fitted on `cal`.
+
+    Raises:
+        InvalidInputError: `name` is neither ``fusion`` nor one of `heads`.
+    """
+    if name == FUSION:
+        fusion = fit_fusion({n: h.score(cal.x) for n, h in heads.items()})
+        scores = fusion.score({n: heads[n].score(cal.x) for n in fusion.members})
+        return Decision(FUSION, _calibration(scores, cal, opts), fusion)
+    if name not in heads:
+        raise InvalidInputError(f"decision {name!r} is not among {sorted(heads)}")
+    return Decision(name, _calibration(heads[name].score(cal.x), cal, opts))
+
+
+def _calibration(
+    scores: npt.NDArray[np.float32], cal: FeatureSet, opts: HeadOptions
+) -> Calibration:
+    return fit_calibration(
+        scores, cal.y, target_fpr=opts.target_fpr, uncertain_fpr=opts.uncertain_fpr
+    )
+
+
+def evaluate_decision(
+    decision: Decision,
+    heads: dict[str, Head],
+    data: FeatureSet,
+    label: str = "decision",
+    pooled: bool = False,
+) -> Evaluation:
+    """Score `data` with a decision rule, per family or pooled (rows named `label`)."""
+    per_head = {n: heads[n].score(data.x) for n in decision.members}
+    scores = decision.score(per_head)
+    probs = calibrate(decision.calibration, scores)
+    out = Evaluation()
+    groups = [(f, data.family_mask(f)) for f in sorted(set(data.families))]
+    if pooled:
+        groups = [(POOLED, np.ones(len(data.y), dtype=bool))]
+    for fam, mask in groups:
+        y, s = data.y[mask], scores[mask]
+        out.results.append(
+            evaluate_domain(
+                fam, label, y, s, probs[mask], decision.calibration.threshold
+            )
+        )
+        out.curves[(fam, label)] = (y, s)
+    return out
+
+
 def evaluate(
     heads: dict[str, Head],
     cals: dict[str, Calibration],
@@ -226,33 +284,80 @@ def evaluate(
     return out
 
 
+@dataclass
+class LofoRun:
+    """Leave-one-family-out results.
+
+    Attributes:
+        test: Every head and each decision candidate on test[F] (the report).
+        selection: The same on cal[F], which model selection reads (never test).
+        candidates: The decision candidates evaluated (heads and ``fusion``).
+    """
+
+    test: Evaluation = field(default_factory=Evaluation)
+    selection: Evaluation = field(default_factory=Evaluation)
+    candidates: tuple[str, ...] = ()
+
+
 def leave_one_family_out(
     train: FeatureSet,
     cal: FeatureSet,
-    test: FeatureSet,
+    test: FeatureSet | None,
     names: Sequence[str],
     opts: HeadOptions,
     fixed: dict[str, Head] | None = None,
-) -> Evaluation:
-    """For each family F: fit on train∖F, calibrate on cal∖F, test on test[F].
+) -> LofoRun:
+    """For each family F: fit on train∖F, calibrate on cal∖F, score cal[F] and test[F].
+
+    Every head and every decision candidate (each trained head alone, and the
+    fusion of all trained heads) is calibrated on cal∖F, so the threshold is as
+    unseen as the family. `choose_decision` reads the cal[F] results only.
 
     Args:
         train: Training split features (all families).
         cal: Calibration split features.
-        test: Test split features.
+        test: Test split features (None: selection only).
         names: Trainable heads to refit per fold.
         opts: Hyper-parameters.
         fixed: Heads that are not refitted (e.g. a third-party peer); they are
-            recalibrated per fold on cal∖F like ours.
+            recalibrated per fold on cal∖F like ours, and never decide.
     """
-    out = Evaluation()
-    for fam in sorted(set(test.families)):
+    run = LofoRun(candidates=(*names, FUSION) if len(names) > 1 else tuple(names))
+    for fam in sorted(set(train.families)):
         logger.info("leave-one-family-out: holding out %s", fam)
-        heads = fit_heads(train.select(~train.family_mask(fam)), names, opts)
-        heads.update(fixed or {})
+        trained = fit_heads(train.select(~train.family_mask(fam)), names, opts)
         fold_cal = cal.select(~cal.family_mask(fam))
+        decisions = [fit_decision(c, trained, fold_cal, opts) for c in run.candidates]
+        heads = {**trained, **(fixed or {})}
         cals = calibrate_heads(heads, fold_cal, opts)
-        fold = evaluate(heads, cals, test.select(test.family_mask(fam)), pooled=False)
-        out.results += fold.results
-        out.curves.update(fold.curves)
-    return out
+        targets = [(run.selection, cal)] + ([(run.test, test)] if test else [])
+        for into, split in targets:
+            held = split.select(split.family_mask(fam))
+            if len(set(held.y)) < 2:
+                continue
+            fold = evaluate(heads, cals, held, pooled=False)
+            for d in decisions:
+                part = evaluate_decision(d, trained, held, f"decision:{d.name}")
+                fold.results += part.results
+                fold.curves.update(part.curves)
+            into.results += fold.results
+            into.curves.update(fold.curves)
+    return run
+
+
+def choose_decision(selection: Evaluation, candidates: Sequence[str]) -> str:
+    """The candidate with the best mean held-out-family AUC on the calibration split.
+
+    Ties (within 0.005) go to the better worst family, then to the better mean
+    accuracy at the deployed threshold.
+    """
+
+    def key(name: str) -> tuple[float, float, float]:
+        rows = [r for r in selection.results if r.head == f"decision:{name}"]
+        if not rows:
+            return (0.0, 0.0, 0.0)
+        aucs = [r.auc for r in rows]
+        mean = float(np.mean(aucs))
+        return (round(mean / 0.005), min(aucs), float(np.mean([r.acc for r in rows])))
+
+    return max(candidates, key=key)

@@ -15,7 +15,6 @@ from pathlib import Path
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
-DECISION_HEAD = "linear_probe"
 
 
 @dataclass(frozen=True)
@@ -28,9 +27,9 @@ class AssetPaths:
     @classmethod
     def for_profile(cls, settings: ServingSettings, tiny: bool) -> AssetPaths:
         """The ``synthguard eval-demo`` locations (``--tiny`` uses its own)."""
-        if tiny:
-            return cls(settings.home / "bench-tiny", settings.home / "artifacts-tiny")
-        return cls(settings.bench_dir, settings.artifacts_dir)
+        from serving.demo import demo_paths
+
+        return cls(*demo_paths(settings, tiny))
 
 
 def ensure_bench(
@@ -48,27 +47,15 @@ def ensure_bench(
 def ensure_artifacts(
     settings: ServingSettings, paths: AssetPaths, tiny: bool, progress: bool
 ) -> Path:
-    """Train and calibrate the heads on the benchmark unless artifacts exist."""
-    from serving.artifacts import MANIFEST_FILE
+    """Train and calibrate the heads on the benchmark unless artifacts exist.
 
-    if (paths.artifacts / MANIFEST_FILE).is_file():
-        return paths.artifacts
-    from serving.commands import encoder_for, train_and_save
-    from serving.workflows import DEFAULT_HEADS, HeadOptions
+    The demo profile (head options, decision chosen by leave-one-family-out) is
+    `serving.demo`'s, so ``synthguard eval-demo`` and the stream demo share it.
+    """
+    from serving.demo import ensure_demo_artifacts
 
-    ensure_bench(settings, paths.bench, tiny, progress)
-    logger.info("training heads into %s (first run only)", paths.artifacts)
-    train_and_save(
-        settings,
-        encoder_for(settings),
-        paths.bench,
-        paths.artifacts,
-        list(DEFAULT_HEADS),
-        DECISION_HEAD,
-        HeadOptions(mlp_epochs=4 if tiny else 32),
-        progress,
-    )
-    return paths.artifacts
+    del paths  # always the profile's (`AssetPaths.for_profile`)
+    return ensure_demo_artifacts(settings, tiny, progress)
 
 
 def export_repo(artifacts: Path, out: Path) -> Path:

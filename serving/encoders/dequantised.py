@@ -37,10 +37,9 @@ import numpy as np
 import numpy.typing as npt
 
 from serving.encoders.base import EncoderInfo, Encoding
-from serving.encoders.layer_graph import CLS_OUTPUT, EMBEDS_OUTPUT, Token
+from serving.encoders.layer_graph import CLS_OUTPUT, DEFAULT_TOKEN, EMBEDS_OUTPUT, Token
 from serving.encoders.onnx_clip import (
     BLOCK_DIM,
-    DEFAULT_TOKEN,
     EMBED_DIM,
     ONNX_SHA256,
     default_cache_dir,
@@ -173,7 +172,7 @@ def stack_forward(
     vision = model.vision_model
     captured: list[torch.Tensor] = []
     hooks = []
-    ln_2 = token == "ln_2"  # noqa: S105 (a CLS-token choice, not a secret)
+    ln_2 = token == "ln_2"
     if ln_2:
         hooks = [
             layer.layer_norm2.register_forward_hook(

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from serving.encoders.base import EncoderInfo, Encoding
-from serving.encoders.layer_graph import Token
+from serving.encoders.layer_graph import DEFAULT_TOKEN, Token
 from serving.errors import InvalidInputError, MissingWeightsError
 from serving.hashing import sha256_file, sha256_strings
 from serving.preprocessing import SIZE, normalize
@@ -51,7 +51,7 @@ class HfClipEncoder:
         directory: Path,
         batch_size: int = 16,
         threads: int | None = None,
-        token: Token = "residual",
+        token: Token = DEFAULT_TOKEN,
     ) -> None:
         import torch  # heavy imports, deferred to construction
         from transformers import CLIPModel, CLIPVisionModelWithProjection

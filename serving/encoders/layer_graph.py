@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 Token = Literal["residual", "ln_2"]
 TOKENS: Final[tuple[Token, ...]] = ("residual", "ln_2")
+# chosen by leave-one-family-out on the offline benchmark (docs/benchmarks.md,
+# "CLS token choice"): ln_2 >= residual for the probe and the kNN head
+DEFAULT_TOKEN: Final[Token] = "ln_2"
 CLS_OUTPUT: Final = "cls_tokens"
 EMBEDS_OUTPUT: Final = "image_embeds"
 RECIPE_VERSION: Final = 1
@@ -119,7 +122,9 @@ def derive_layer_graph(source: Path, target: Path, token: Token) -> int:
         Path(tmp).replace(target)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    logger.info("derived %s (%d blocks, %s) -> %s", source.name, n_blocks, token, target)
+    logger.info(
+        "derived %s (%d blocks, %s) -> %s", source.name, n_blocks, token, target
+    )
     return n_blocks
 
 

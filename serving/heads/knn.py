@@ -18,7 +18,7 @@ from serving.errors import ArtifactMismatchError, InvalidInputError
 from serving.heads.base import FloatArray, LabeledFeatures
 from serving.index.faiss_index import FaissBank, IntArray
 from serving.scoring.knn import knn_score
-from serving.scoring.views import FeatureView, ViewError
+from serving.scoring.views import FeatureView
 
 SUPPORTED_K: Final = (1, 3, 5, 9)
 BANK_FILES: Final = {"real": "knn_real.safetensors", "fake": "knn_fake.safetensors"}

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from serving.artifacts import Manifest, load_head, read_manifest
 from serving.encoders.base import ImageEncoder
 from serving.encoders.onnx_clip import OnnxClipEncoder
 from serving.errors import (
@@ -37,10 +38,10 @@ from serving.errors import (
     InvalidInputError,
     MissingWeightsError,
 )
-from serving.artifacts import Manifest, load_head, read_manifest
 from serving.heads.base import Head
 from serving.heads.knn import KnnHead
-from serving.scoring.calibration import Calibration, calibrate, decide
+from serving.scoring.calibration import calibrate, decide
+from serving.scoring.fusion import Decision
 from serving.scoring.views import FeatureLayout
 from serving.triton import names
 
@@ -164,31 +165,29 @@ class DetectorPipeline:
 
     input_names = (names.IMAGE.name,)
 
-    def __init__(self, calibration: Calibration, decision_kind: str) -> None:
-        if decision_kind not in names.HEAD_MODELS:
-            raise ArtifactMismatchError(f"no served head of kind {decision_kind!r}")
-        self._cal = calibration
-        self._decision_kind = decision_kind
+    def __init__(self, decision: Decision, served: dict[str, str]) -> None:
+        missing = set(decision.members) - set(served.values())
+        if missing or not set(served) <= set(names.HEAD_MODELS):
+            raise ArtifactMismatchError(
+                f"decision {decision.name!r} needs {sorted(missing)}, not served "
+                f"(served: {served})"
+            )
+        self._decision = decision
+        self._served = served  # kind -> head instance
 
     @classmethod
     def from_args(cls, args: dict[str, str]) -> DetectorPipeline:
-        """Read the decision head's calibration from the manifest in the version dir.
+        """Read the decision (head or fusion) from the manifest in the version dir.
 
         Raises:
             MissingWeightsError: the repository was not exported.
-            ArtifactMismatchError: the decision head is not one of the served heads.
+            ArtifactMismatchError: the decision needs a head that is not served.
         """
         manifest: Manifest = read_manifest(version_dir(args))
         served: dict[str, str] = json.loads(
             model_parameters(args).get(names.PARAM_HEADS) or "{}"
         )
-        decision = manifest.decision_head
-        record = manifest.heads.get(decision)
-        if record is None or served.get(record.kind) != decision:
-            raise ArtifactMismatchError(
-                f"decision head {decision!r} is not served (served: {served})"
-            )
-        return cls(Calibration.from_dict(record.calibration), record.kind)
+        return cls(manifest.decision(), served)
 
     async def run_batch(self, batches: list[Arrays], infer: InferFn) -> list[Arrays]:
         """Run several requests as one: concatenate, run, split back per request."""
@@ -219,8 +218,10 @@ class DetectorPipeline:
         )
         by_kind = dict(zip(kinds, results, strict=True))
         scores = {k: r[names.SCORE.name].reshape(-1) for k, r in by_kind.items()}
-        probs = calibrate(self._cal, scores[self._decision_kind])
-        labels = decide(self._cal, probs)
+        by_instance = {self._served[k]: s for k, s in scores.items()}
+        cal = self._decision.calibration
+        probs = calibrate(cal, self._decision.score(by_instance))
+        labels = decide(cal, probs)
         return {
             names.EMBEDDING.name: emb,
             **{names.head_score(k).name: s.reshape(-1, 1) for k, s in scores.items()},

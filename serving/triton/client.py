@@ -24,8 +24,8 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from serving.errors import InferenceUnavailableError, InvalidInputError
 from serving.encoders.base import Encoding
+from serving.errors import InferenceUnavailableError, InvalidInputError
 from serving.triton import names
 
 logger = logging.getLogger(__name__)

@@ -109,15 +109,16 @@ def served_heads(manifest: Manifest, knn_head: str | None = None) -> dict[str, s
             "(train with --heads knn_k1,linear_probe,mlp)"
         )
     served = {kind: by_kind[kind][0] for kind in names.HEAD_MODELS}
-    if manifest.heads[manifest.decision_head].kind == "knn":
-        served["knn"] = manifest.decision_head
+    members = manifest.decision().members
+    for member in members:  # serve the decision's own instance of each kind
+        served[manifest.heads[member].kind] = member
     if knn_head is not None:
         if knn_head not in by_kind["knn"]:
             raise ArtifactMismatchError(f"{knn_head!r} is not among {by_kind['knn']}")
         served["knn"] = knn_head
-    if manifest.decision_head not in served.values():
+    if not set(members) <= set(served.values()):
         raise ArtifactMismatchError(
-            f"decision head {manifest.decision_head!r} would not be served"
+            f"decision {manifest.decision_head!r} needs {members}, not all served"
         )
     return served
 
@@ -205,7 +206,7 @@ def _rewrite_configs(
     knn_k: int,
     source_root: Path | None,
 ) -> None:
-    cal = manifest.heads[manifest.decision_head].calibration
+    cal = manifest.decision().calibration.to_dict()
     pipeline = {
         names.PARAM_HEADS: json.dumps(served, sort_keys=True),
         names.PARAM_THRESHOLD: repr(float(cal["threshold"])),

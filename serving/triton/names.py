@@ -29,6 +29,7 @@ HEAD_MODELS: Final[dict[str, str]] = {
     "linear_probe": "head_linear_probe",
     "mlp": "head_mlp",
     "knn": "head_knn",
+    "rine": "head_rine",
 }
 MODELS: Final = (ENCODER_MODEL, *HEAD_MODELS.values(), PIPELINE_MODEL)
 
@@ -100,6 +101,7 @@ HEAD_OUTPUTS: Final[dict[str, tuple[TensorSpec, ...]]] = {
     "linear_probe": (SCORE,),
     "mlp": (SCORE,),
     "knn": (SCORE, EXEMPLARS),
+    "rine": (SCORE,),
 }
 PIPELINE_OUTPUTS: Final = (
     EMBEDDING,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import synthetic_features
+from fakes import fake_info, synthetic_features
 
 from serving.artifacts import EncoderRecord, load_artifacts, write_artifacts
 from serving.errors import ArtifactMismatchError, InvalidInputError
@@ -30,8 +30,9 @@ from serving.triton.configs import (
 from serving.triton.export import SOURCE_ROOT, TEMPLATE_DIR, export_repository
 from serving.workflows import HeadOptions, calibrate_heads, fit_heads
 
-HEADS = ("knn_k1", "knn_k3", "linear_probe", "mlp")
+HEADS = ("knn_k1", "knn_k3", "linear_probe", "mlp", "rine")
 DIM = 16
+LAYOUT = fake_info(DIM).layout
 MAX_SHIM_LINES = 60
 
 
@@ -46,7 +47,11 @@ def dummy_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def artifacts(tmp_path_factory: pytest.TempPathFactory, dummy_encoder: Path) -> Path:
     fs = synthetic_features(n_per_class=20, embed_dim=DIM)
     opts = HeadOptions(
-        mlp_epochs=2, mlp_batch_size=32, target_fpr=0.1, uncertain_fpr=0.3
+        mlp_epochs=2,
+        mlp_batch_size=32,
+        target_fpr=0.1,
+        uncertain_fpr=0.3,
+        rine_epochs=2,
     )
     heads = fit_heads(fs, HEADS, opts)
     cals = calibrate_heads(
@@ -58,6 +63,9 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, dummy_encoder: Path) -> 
         sha256=sha256_file(dummy_encoder),
         embed_dim=DIM,
         policy="clip_default@1",
+        n_blocks=LAYOUT.n_blocks,
+        block_dim=LAYOUT.block_dim,
+        token="ln_2",
     )
     write_artifacts(out, record, heads, cals, "knn_k3", {"test": True})
     return out
@@ -96,7 +104,7 @@ def test_committed_config_matches_names(path: Path) -> None:
     model_dir = path.parent.parent if path.parent.name == "configs" else path.parent
     assert config.name == model_dir.name
     assert config.max_batch_size > 0
-    expected = expected_table(config.name, names.DEFAULT_EMBED_DIM, names.DEFAULT_KNN_K)
+    expected = expected_table(config.name, names.DEFAULT_LAYOUT, names.DEFAULT_KNN_K)
     assert tensor_table(config) == expected
 
 
@@ -132,7 +140,7 @@ def test_exported_configs_match_names_and_manifest(
     for path in config_files(exported):
         config = read_config(path)
         assert tensor_table(config) == expected_table(
-            config.name, manifest.encoder.embed_dim, k
+            config.name, manifest.encoder.layout, k
         ), path
         assert get_parameter(config, names.PARAM_PYTHONPATH) == str(SOURCE_ROOT)
 
@@ -145,6 +153,7 @@ def test_exported_parameters_name_the_served_heads_and_thresholds(
         "knn": "knn_k3",
         "linear_probe": "linear_probe",
         "mlp": "mlp",
+        "rine": "rine",
     }  # knn_k3 decides
     for kind, model in names.HEAD_MODELS.items():
         assert (
@@ -201,14 +210,12 @@ def test_served_heads_score_like_the_trained_heads(
     x = synthetic_features(n_per_class=3, embed_dim=DIM, seed=2).x
     for kind, model in names.HEAD_MODELS.items():
         instance = "knn_k3" if kind == "knn" else kind
-        out = HeadBackend.from_args(_args(exported, model)).run(
-            {names.EMBEDDING.name: x}
-        )
+        out = HeadBackend.from_args(_args(exported, model)).run(_encoded(x))
         np.testing.assert_allclose(
             out[names.SCORE.name][:, 0], arts.heads[instance].score(x), atol=1e-6
         )
     knn = HeadBackend.from_args(_args(exported, names.HEAD_MODELS["knn"])).run(
-        {names.EMBEDDING.name: x}
+        _encoded(x)
     )
     assert knn[names.EXEMPLARS.name].shape == (len(x), 6)
 
@@ -224,7 +231,7 @@ def test_pipeline_splits_batched_requests_back_in_order(
 
     async def infer(model: str, inputs: dict, outputs: tuple[str, ...]) -> dict:
         if model == names.ENCODER_MODEL:  # the "image" is just a row index here
-            return {names.EMBEDDING.name: x[inputs[names.IMAGE.name][:, 0, 0, 0]]}
+            return _encoded(x[inputs[names.IMAGE.name][:, 0, 0, 0]])
         return heads[model].run(inputs)
 
     pipeline = DetectorPipeline.from_args(_args(exported, names.PIPELINE_MODEL))
@@ -239,6 +246,14 @@ def test_pipeline_splits_batched_requests_back_in_order(
     labels = [b.decode() for o in out for b in o[names.LABEL.name][:, 0]]
     assert labels == list(decide(cal, probs))
     assert [len(o[names.EMBEDDING.name]) for o in out] == [2, 3]
+
+
+def _encoded(x: np.ndarray) -> dict[str, np.ndarray]:
+    """The encoder model's two outputs for flat feature rows."""
+    return {
+        names.EMBEDDING.name: LAYOUT.embeds(x),
+        names.CLS_TOKENS.name: LAYOUT.blocks(x),
+    }
 
 
 def _args(repo: Path, model: str) -> dict[str, str]:

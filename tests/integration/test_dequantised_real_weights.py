@@ -135,7 +135,7 @@ def test_int8_and_fp32_agree_per_block_on_real_photos(
     assert _cosine(fp32.embeds, int8.embeds).min() >= 0.9
     # measured (docs/benchmarks.md §6): residual min ≥ 0.96 per block; ln_2 dips to
     # ≈ 0.90 at blocks 9-10 (the LayerNorm rescales the int8 error), mean ≥ 0.91
-    if token == "residual":  # noqa: S105 (a CLS-token choice)
+    if token == "residual":
         assert per_block.min(axis=0).min() >= 0.9, per_block.min(axis=0)
     else:
         assert per_block.mean(axis=0).min() >= 0.9, per_block.mean(axis=0)

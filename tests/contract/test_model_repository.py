@@ -18,6 +18,7 @@ from serving.artifacts import EncoderRecord, load_artifacts, write_artifacts
 from serving.errors import ArtifactMismatchError, InvalidInputError
 from serving.hashing import sha256_file
 from serving.scoring.calibration import calibrate, decide
+from serving.scoring.fusion import FUSION
 from serving.triton import names
 from serving.triton.backend import DetectorPipeline, HeadBackend
 from serving.triton.configs import (
@@ -28,7 +29,7 @@ from serving.triton.configs import (
     tensor_table,
 )
 from serving.triton.export import SOURCE_ROOT, TEMPLATE_DIR, export_repository
-from serving.workflows import HeadOptions, calibrate_heads, fit_heads
+from serving.workflows import HeadOptions, calibrate_heads, fit_decision, fit_heads
 
 HEADS = ("knn_k1", "knn_k3", "linear_probe", "mlp", "rine")
 DIM = 16
@@ -265,3 +266,46 @@ def _args(repo: Path, model: str) -> dict[str, str]:
         "model_version": names.VERSION,
         "model_name": model,
     }
+
+
+def test_pipeline_applies_a_fused_decision_like_in_process(tmp_path: Path) -> None:
+    fs = synthetic_features(n_per_class=20, embed_dim=DIM)
+    cal = synthetic_features(n_per_class=10, embed_dim=DIM, seed=1)
+    opts = HeadOptions(mlp_epochs=2, rine_epochs=2, target_fpr=0.1, uncertain_fpr=0.3)
+    heads = fit_heads(fs, ("knn_k3", "linear_probe", "mlp", "rine"), opts)
+    rule = fit_decision(FUSION, heads, cal, opts)
+    dummy = tmp_path / "encoder.onnx"
+    dummy.write_bytes(b"not really onnx")
+    record = EncoderRecord(
+        id="dummy",
+        sha256=sha256_file(dummy),
+        embed_dim=DIM,
+        policy="clip_default@1",
+        n_blocks=LAYOUT.n_blocks,
+        block_dim=LAYOUT.block_dim,
+        token="ln_2",
+    )
+    cals = calibrate_heads(heads, cal, opts)
+    write_artifacts(tmp_path / "arts", record, heads, cals, rule, {})
+    repo = tmp_path / "repo"
+    export_repository(tmp_path / "arts", repo, encoder_onnx=dummy)
+    arts = load_artifacts(tmp_path / "arts")
+    assert arts.decision.fusion is not None
+    assert set(arts.decision.members) == set(heads)
+    x = synthetic_features(n_per_class=3, embed_dim=DIM, seed=4).x
+    backends = {
+        m: HeadBackend.from_args(_args(repo, m)) for m in names.HEAD_MODELS.values()
+    }
+
+    async def infer(model: str, inputs: dict, outputs: tuple[str, ...]) -> dict:
+        if model == names.ENCODER_MODEL:
+            return _encoded(x[inputs[names.IMAGE.name][:, 0, 0, 0]])
+        return backends[model].run(inputs)
+
+    pipeline = DetectorPipeline.from_args(_args(repo, names.PIPELINE_MODEL))
+    images = np.zeros((len(x), 224, 224, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(len(x))
+    out = asyncio.run(pipeline.run({names.IMAGE.name: images}, infer))
+    per_head = {n: h.score(x) for n, h in arts.heads.items()}
+    want = calibrate(arts.decision.calibration, arts.decision.score(per_head))
+    np.testing.assert_allclose(out[names.PROBABILITY.name][:, 0], want, atol=1e-6)

@@ -3,7 +3,8 @@
 # `make setup`). Idempotent and best effort:
 #   * npm  @upscalerjs/default-model@1.0.0 -> .cache/assets/upscalerjs-default-model/package
 #     (ESRGAN-slim x2 weights; exit status 1 if it cannot be fetched);
-#   * apt  opencv-doc, lomiri-wallpapers-16.04, mate-backgrounds
+#   * apt  opencv-doc, lomiri-wallpapers-16.04, mate-backgrounds, palapeli-data,
+#     plasma-workspace-wallpapers (94 MB; 11 of its wallpapers are photographs)
 #     -> .cache/assets/debian/<pkg>/ (optional real photos; never fails the setup).
 # Override the destination with ASSETS_DIR=/some/dir.
 set -uo pipefail
@@ -11,7 +12,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ASSETS="${ASSETS_DIR:-$ROOT/.cache/assets}"
 NPM_SPEC="@upscalerjs/default-model@1.0.0"
-DEBIAN_PKGS=(opencv-doc lomiri-wallpapers-16.04 mate-backgrounds)
+DEBIAN_PKGS=(opencv-doc lomiri-wallpapers-16.04 mate-backgrounds palapeli-data plasma-workspace-wallpapers)
 
 log() { printf 'fetch_assets: %s\n' "$*" >&2; }
 

@@ -1,10 +1,12 @@
 """Adapter: builds the offline real-vs-generated benchmark (``synthguard bench-data``).
 
-Layout: ``<out>/<split>/<family>/{0_real,1_fake}/<sha256 prefix>.jpg`` plus
+Layout: ``<out>/<split>/<family>/{0_real,1_fake}/<sha256 prefix>.<png|jpg|webp>`` plus
 ``<out>/bench_manifest.json`` and ``<out>/generators/*.safetensors``. Every family
 pairs fakes from a real neural generator with reals that went through the same
 resolution path, both cut from the photos of one split only (split by photo group),
-the same number of times per photo, and written by one JPEG encoder call.
+the same number of times per photo. Each pair draws one format path (side 224-512;
+PNG, JPEG q75-95 or WebP; >= 45 % native 224 px PNG, see ``formats``) taken by both
+images; train pairs are first augmented alike (blur / JPEG, see ``augment``).
 """
 
 from __future__ import annotations
@@ -26,29 +28,42 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from serving.benchdata import augment as aug
 from serving.benchdata import autoencoders as ae
+from serving.benchdata import diffusion as df
+from serving.benchdata import formats as fm
 from serving.benchdata import photos as ph
+from serving.benchdata import subpixel as sp
+from serving.benchdata import vae
 from serving.benchdata.dcgan import OUTPUT_SIZE as DCGAN_SIZE
 from serving.benchdata.dcgan import DcganFaces
 from serving.benchdata.esrgan import NPM_SPEC, EsrganX2
-from serving.benchdata.jpeg import encoder_settings, write_jpeg
 from serving.benchdata.photos import SPLITS, PhotoRecord
 from serving.errors import DatasetError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 
 AE_FAMILIES: Final = {f"ae_{u}": u for u in ae.UPSAMPLERS}
-FAMILIES: Final = ("dcgan_faces", "esrgan_x2", *AE_FAMILIES)
+TRAINED_FAMILIES: Final = ("diffusion_sdedit", "vae_latent", "espcn_x4")
+FAMILIES: Final = ("dcgan_faces", "esrgan_x2", *AE_FAMILIES, *TRAINED_FAMILIES)
 LABEL_DIRS: Final = ("0_real", "1_fake")
 MANIFEST_NAME: Final = "bench_manifest.json"
-SCHEMA: Final = "synthguard.benchdata/1"
+SCHEMA: Final = "synthguard.benchdata/2"
+FORMAT_MODES: Final = ("mixed", "png224")
+DENOISER_STEP_FACTOR: Final = 1.0  # denoiser steps = ae_steps x this
 PIPELINES: Final = {
-    "dcgan_faces": "fake: DCGAN 64 px face -> bicubic 256. real: 128 px photo crop -> "
-    "bicubic 64 (2x, near the ~2.8x 178->64 px of the DCGAN's CelebA faces; 256 px "
-    "crops, 4x, held more detail per pixel: JPEG-size AUC 0.37, n=200) -> bicubic 256",
-    "esrgan_x2": "256 px photo crop -> bicubic 128; fake: ESRGAN 2x, real: bicubic 2x",
-    **{f"ae_{u}": f"fake: {u} autoencoder of a 256 px photo crop; real: another 256 "
+    "dcgan_faces": "fake: DCGAN 64 px face -> bicubic to the pair's side. real: 128 px "
+    "photo crop -> bicubic 64 (2x, near the ~2.8x 178->64 px of the DCGAN's CelebA "
+    "faces) -> bicubic to the same side (resampled: no native-resolution trace)",
+    "esrgan_x2": "side px photo crop -> bicubic side/2; fake: ESRGAN 2x, real: bicubic 2x",
+    **{f"ae_{u}": f"fake: {u} autoencoder of a side px photo crop; real: another side "
        "px crop of the same photo" for u in ae.UPSAMPLERS},
+    "diffusion_sdedit": "fake: side px photo crop noised to sigma_start, denoised by "
+    "the U-Net denoiser trained here (Euler ancestral, SDEdit); real: another side px "
+    "crop of the same photo",
+    "vae_latent": "fake: VAE decoder image of a latent sampled from the posterior of a "
+    "side px photo crop; real: another side px crop of the same photo",
+    "espcn_x4": "side px photo crop -> bicubic side/4; fake: ESPCN 4x, real: bicubic 4x",
 }  # fmt: skip
 KNOWN_CONFOUNDS: Final = {
     "dcgan_faces": [
@@ -65,6 +80,7 @@ Face = npt.NDArray[np.uint8] | None
 Json = dict[str, Any]
 Photos = list[PhotoRecord]
 Splits = dict[str, Photos]
+Generator = ae.ConvAutoencoder | df.Denoiser | vae.LatentVae | sp.Espcn
 
 
 @dataclass(frozen=True)
@@ -72,50 +88,67 @@ class BenchConfig:
     """Everything that decides the bytes of a build.
 
     Attributes:
-        seed: master seed of crops, latents and autoencoder training.
-        n_train: reals (and as many fakes) per family in train; n_cal, n_test: same.
+        seed: master seed of crops, latents, format paths, augmentation and training.
+        n_train: pairs (a real and a fake) per family in train; n_cal, n_test: same.
         families: families to build, a subset of ``FAMILIES``.
-        jpeg_quality: the one JPEG quality of every file.
-        image_size: side of every final image (a multiple of 64).
-        ae_steps: optimiser steps per autoencoder; ae_batch: patches per step;
-            ae_patch: patch side; ae_train_patches: patches cut from train photos;
-            ae_heldout_patches: patches cut from cal and test photos (PSNR only).
+        formats: ``mixed`` (``formats.MIX``: PNG/JPEG/WebP, sides 224-512) or
+            ``png224`` (every image a native 224 px PNG).
+        augment_train: blur/JPEG-augment the train split (``augment``), both classes.
+        ae_steps: optimiser steps per generator trained here (the denoiser gets
+            ``DENOISER_STEP_FACTOR`` x); ae_batch: patches per step; ae_patch: patch
+            side of the autoencoders and ESPCN; gen_patch: of the VAE and denoiser;
+            ae_train_patches: patches cut from train photos; ae_heldout_patches:
+            patches cut from cal and test photos (PSNR only).
+        sdedit_sigma_start, sdedit_steps: the diffusion family's SDEdit schedule.
         crop_short_sides: photos are cropped rescaled to one of these short sides.
-        torch_threads: CPU threads for torch during the build.
+        torch_threads: CPU threads for torch during the build. Default 1: these
+            small convolutions scale poorly, and on a loaded 2-core machine two
+            threads made denoiser training 10-20x slower than one (spin-waits).
     """
 
     seed: int = 0
     n_train: int = 64
-    n_cal: int = 24
+    n_cal: int = 64
     n_test: int = 48
     families: tuple[str, ...] = FAMILIES
-    jpeg_quality: int = 90
-    image_size: int = 256
+    formats: str = "mixed"
+    augment_train: bool = True
     ae_steps: int = 600
     ae_batch: int = 8
     ae_patch: int = 64
+    gen_patch: int = 32
     ae_train_patches: int = 2048
     ae_heldout_patches: int = 256
+    sdedit_sigma_start: float = 0.12
+    sdedit_steps: int = 5
     crop_short_sides: tuple[int, ...] = (256, 384, 512)
-    torch_threads: int = 2
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
         if not self.families or not set(self.families) <= set(FAMILIES):
             raise InvalidInputError(f"families: a non-empty subset of {FAMILIES}")
         if min(self.n_train, self.n_cal, self.n_test) < 1:
             raise InvalidInputError("every split needs at least one image per class")
-        if self.image_size % DCGAN_SIZE or self.ae_patch % ae.DOWNSAMPLE:
-            raise InvalidInputError("image_size: a multiple of 64; ae_patch: of 4")
+        if self.formats not in FORMAT_MODES:
+            raise InvalidInputError(f"formats: one of {FORMAT_MODES}")
+        if self.ae_patch % sp.SCALE or self.gen_patch % df.MULTIPLE:
+            raise InvalidInputError("ae_patch and gen_patch: multiples of 4")
 
     @classmethod
     def tiny(cls, seed: int = 0, families: tuple[str, ...] = FAMILIES) -> BenchConfig:
-        """A seconds-long build for unit tests (few images, a few AE steps)."""
-        ae_budget = {"ae_steps": 2, "ae_train_patches": 16, "ae_heldout_patches": 16}
-        return cls(seed, 1, 1, 1, families, crop_short_sides=(256,), **ae_budget)
+        """A seconds-long build for unit tests (few images, a few training steps)."""
+        return cls(
+            seed, 1, 1, 1, families, crop_short_sides=(256,), sdedit_steps=2,
+            ae_steps=2, ae_train_patches=16, ae_heldout_patches=16,
+        )  # fmt: skip
 
     def count(self, split: str) -> int:
-        """Images per class and family in ``split``."""
+        """Pairs per family in ``split``."""
         return {"train": self.n_train, "cal": self.n_cal, "test": self.n_test}[split]
+
+    def schedule(self) -> df.SdeditSchedule:
+        """The SDEdit schedule of the diffusion family."""
+        return df.SdeditSchedule(self.sdedit_sigma_start, steps=self.sdedit_steps)
 
 
 @dataclass
@@ -125,7 +158,7 @@ class _Context:
     sampler: ph.CropSampler
     dcgan: DcganFaces | None = None
     esrgan: EsrganX2 | None = None
-    autoencoders: dict[str, ae.ConvAutoencoder] = field(default_factory=dict)
+    trained: dict[str, Generator] = field(default_factory=dict)
     generators: dict[str, dict[str, Any]] = field(default_factory=dict)
     bar: Any = None
 
@@ -140,39 +173,64 @@ def _resize(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.Resampling.BICUBIC)
 
 
-def _pair(ctx: _Context, family: str, photo: PhotoRecord, rng: Rng, face: Face) -> Pair:
-    """One (real, fake) of ``family``; every crop comes from ``photo``'s split."""
-    size, crop = ctx.config.image_size, ctx.sampler.crop
+def _pair(
+    ctx: _Context, family: str, photo: PhotoRecord, rng: Rng, face: Face, side: int
+) -> Pair:
+    """One (real, fake) of ``family`` at ``side`` px; every crop is from ``photo``."""
+    crop, model = ctx.sampler.crop, ctx.trained.get(family)
     if family == "dcgan_faces" and face is not None:
         real_small = _resize(crop(photo, DCGAN_REAL_CROP, rng), DCGAN_SIZE)
-        return _resize(real_small, size), _resize(Image.fromarray(face), size)
+        return _resize(real_small, side), _resize(Image.fromarray(face), side)
     if family == "esrgan_x2" and ctx.esrgan is not None:
-        real_half = _resize(crop(photo, size, rng), size // 2)
-        fake_half = _resize(crop(photo, size, rng), size // 2)
-        return _resize(real_half, size), ctx.esrgan.upscale(fake_half)
-    if family in ctx.autoencoders:
-        real, source = crop(photo, size, rng), crop(photo, size, rng)
-        return real, ae.reconstruct_image(ctx.autoencoders[family], source)
-    raise InvalidInputError(f"family {family!r} has no generator loaded")
+        real_half = _resize(crop(photo, side, rng), side // 2)
+        fake_half = _resize(crop(photo, side, rng), side // 2)
+        return _resize(real_half, side), ctx.esrgan.upscale(fake_half)
+    if isinstance(model, sp.Espcn):
+        real_low = sp.downscale(crop(photo, side, rng))
+        fake_low = sp.downscale(crop(photo, side, rng))
+        return _resize(real_low, side), sp.upscale(model, fake_low)
+    if model is None:
+        raise InvalidInputError(f"family {family!r} has no generator loaded")
+    real, source = crop(photo, side, rng), crop(photo, side, rng)
+    if isinstance(model, ae.ConvAutoencoder):
+        return real, ae.reconstruct_image(model, source)
+    seed = int(rng.integers(2**31))
+    if isinstance(model, df.Denoiser):
+        return real, df.sdedit(model, source, ctx.config.schedule(), seed)
+    return real, vae.generate(model, source, seed)
 
 
 def _build_split(ctx: _Context, family: str, split: str, photos: Photos) -> list[Json]:
-    """Write ``count(split)`` reals and fakes; photos are used round-robin (balanced)."""
+    """Write ``count(split)`` pairs; photos are used round-robin (balanced)."""
     cfg = ctx.config
     rng = _rng(cfg.seed, family, split)
+    path_rng = _rng(cfg.seed, family, split, "format")
+    aug_rng = _rng(cfg.seed, family, split, "augment")
     faces: Iterator[Face] = iter(())
     if family == "dcgan_faces" and ctx.dcgan is not None:
         faces = iter(ctx.dcgan.sample(cfg.count(split), int(rng.integers(2**31))))
     start = int(rng.integers(len(photos)))
     records: list[Json] = []
-    base = {"split": split, "family": family}
+    augmenting = cfg.augment_train and split == "train"
     for i in range(cfg.count(split)):
         photo = photos[(start + i) % len(photos)]
-        real, fake = _pair(ctx, family, photo, rng, next(faces, None))
+        path = fm.draw_path(path_rng, native_only=cfg.formats == "png224")
+        augmentation = aug.draw(aug_rng) if augmenting else None
+        real, fake = _pair(ctx, family, photo, rng, next(faces, None), path.side)
         fake_src = None if family == "dcgan_faces" else photo.photo_id
+        base = {
+            "split": split,
+            "family": family,
+            "pair": i,
+            "format": {"container": path.container, "quality": path.quality},
+            "side": path.side,
+            "augmentation": None if augmentation is None else augmentation.record(),
+        }
         for label, img, src in ((0, real, photo.photo_id), (1, fake, fake_src)):
+            if augmentation is not None:
+                img = augmentation.apply(img)
             target = ctx.out / split / family / LABEL_DIRS[label]
-            rel = write_jpeg(img, target, cfg.jpeg_quality).relative_to(ctx.out)
+            rel = fm.write_image(img, target, path).relative_to(ctx.out)
             records.append(
                 {**base, "path": rel.as_posix(), "label": label, "photo_id": src}
             )
@@ -191,27 +249,47 @@ def _write_images(ctx: _Context, splits: Splits, progress: bool) -> list[Json]:
     return images
 
 
-def _patches(ctx: _Context, photos: Photos, n: int, name: str) -> ae.UInt8Images:
-    rng, size = _rng(ctx.config.seed, "ae_patches", name), ctx.config.ae_patch
+def _patches(
+    ctx: _Context, photos: Photos, n: int, name: str, size: int
+) -> ae.UInt8Images:
+    rng = _rng(ctx.config.seed, "ae_patches", name)
     crops = [ctx.sampler.crop(photos[i % len(photos)], size, rng) for i in range(n)]
     return ae.stack_images(crops)
 
 
-def _train_autoencoders(ctx: _Context, splits: Splits, progress: bool) -> None:
-    """Train the AE variants on train-split patches; PSNR also on cal+test patches."""
+def _train_generators(ctx: _Context, splits: Splits, progress: bool) -> None:
+    """Train the generators of this build on train-split patches (PSNR on held-out)."""
     cfg = ctx.config
-    wanted = [f for f in cfg.families if f in AE_FAMILIES]
+    wanted = [f for f in cfg.families if f in AE_FAMILIES or f in TRAINED_FAMILIES]
     if not wanted:
         return
-    train = _patches(ctx, splits["train"], cfg.ae_train_patches, "train")
     others = splits["cal"] + splits["test"]
-    heldout = _patches(ctx, others, cfg.ae_heldout_patches, "heldout")
-    for family in tqdm(wanted, desc="train autoencoders", disable=not progress):
+    data: dict[int, tuple[ae.UInt8Images, ae.UInt8Images]] = {}
+    for size in sorted({cfg.ae_patch, cfg.gen_patch}):
+        train = _patches(ctx, splits["train"], cfg.ae_train_patches, "train", size)
+        heldout = _patches(ctx, others, cfg.ae_heldout_patches, "heldout", size)
+        data[size] = (train, heldout)
+    budget = (cfg.ae_steps, cfg.ae_batch)
+    for family in tqdm(wanted, desc="train generators", disable=not progress):
         seed = int(_rng(cfg.seed, family, "weights").integers(2**31))
         path = ctx.out / "generators" / f"{family}.safetensors"
-        budget, data = (cfg.ae_steps, cfg.ae_batch), (train, heldout)
-        model, record = ae.fit_and_save(AE_FAMILIES[family], data, budget, seed, path)
-        ctx.autoencoders[family] = model
+        model: Generator
+        if family in AE_FAMILIES:
+            upsampler = AE_FAMILIES[family]
+            model, record = ae.fit_and_save(
+                upsampler, data[cfg.ae_patch], budget, seed, path
+            )
+        elif family == "espcn_x4":
+            model, record = sp.fit_and_save(data[cfg.ae_patch], budget, seed, path)
+        elif family == "vae_latent":
+            model, record = vae.fit_and_save(data[cfg.gen_patch], budget, seed, path)
+        else:
+            steps = max(1, round(cfg.ae_steps * DENOISER_STEP_FACTOR))
+            model, record = df.fit_and_save(
+                data[cfg.gen_patch], (steps, 2 * cfg.ae_batch), seed, path,
+                cfg.schedule(),
+            )  # fmt: skip
+        ctx.trained[family] = model
         ctx.generators[family] = {"file": f"generators/{path.name}", **record}
         logger.info("trained %s: %s", family, record)
 
@@ -236,12 +314,19 @@ def _manifest(ctx: _Context, splits: Splits, images: list[Json], secs: float) ->
     fams, sizes = cfg.families, [(s, cfg.count(s)) for s in SPLITS]
     counts = {s: {f: dict.fromkeys(LABEL_DIRS, n) for f in fams} for s, n in sizes}
     confounds = {f: KNOWN_CONFOUNDS[f] for f in cfg.families if f in KNOWN_CONFOUNDS}
+    native = [i for i in images if i["side"] == fm.NATIVE_SIDE]
+    native_png = [i for i in native if i["format"]["container"] == "png"]
     return {
         "schema": SCHEMA,
-        "layout": "<split>/<family>/{0_real,1_fake}/<sha256[:16]>.jpg",
+        "layout": "<split>/<family>/{0_real,1_fake}/<sha256[:16]>.<png|jpg|webp>",
         "labels": {"0_real": 0, "1_fake": 1},
         "config": asdict(cfg),
-        "jpeg": encoder_settings(cfg.jpeg_quality),
+        "formats": {
+            **fm.settings(),
+            "mode": cfg.formats,
+            "share_native_224_png": round(len(native_png) / max(1, len(images)), 4),
+        },
+        "augmentation": aug.settings() if cfg.augment_train else None,
         "photos": photos,
         "generators": ctx.generators,
         "counts": counts,
@@ -286,7 +371,7 @@ def build_benchmark(
     torch.set_num_threads(config.torch_threads)
     try:
         _load_generators(ctx, esrgan_dir)
-        _train_autoencoders(ctx, splits, progress)
+        _train_generators(ctx, splits, progress)
         images = _write_images(ctx, splits, progress)
     finally:
         torch.set_num_threads(threads)

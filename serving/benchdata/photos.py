@@ -1,8 +1,9 @@
 """Adapter: real colour photographs shipped inside installed or fetched packages.
 
 Sources, in order: PyPI wheels already installed (scikit-image, scikit-learn,
-matplotlib), then optional extracted Debian packages (``opencv-doc``,
-``lomiri-wallpapers-16.04``, ``mate-backgrounds``) found under the directories
+matplotlib), then optional extracted Debian packages (``opencv-doc`` data and
+scene-text photos, ``lomiri-wallpapers-16.04``, ``mate-backgrounds``,
+``palapeli-data``, ``plasma-workspace-wallpapers``) found under the directories
 passed in, usually ``.cache/assets/debian`` (see ``scripts/fetch_assets.sh``).
 Only colour photographs are kept: grey sources, renders, text, chessboards and
 manipulated images are left out by name, a chroma check drops any grey file left.
@@ -61,16 +62,29 @@ _OPENCV_SINGLES: Final = (
 _OPENCV_PHOTOS: Final = {
     **{stem: group for group, stems in _OPENCV_PAIRS.items() for stem in stems},
     **{stem: stem for stem in _OPENCV_SINGLES},
+    # examples/text: street scenes with signs (the word/char crops and masks are not).
+    **{f"scenetext0{i}": f"scenetext0{i}" for i in range(1, 7)},
 }
 # Debian package -> photo glob below the package root; then renders/abstract art.
+_OPENCV_EXAMPLES: Final = "usr/share/doc/opencv-doc/examples"
 _DEBIAN: Final = {
-    "opencv-doc": "usr/share/doc/opencv-doc/examples/data/*",
-    "lomiri-wallpapers-16.04": "usr/share/backgrounds/*.jpg",
-    "mate-backgrounds": "usr/share/backgrounds/mate/nature/*.jpg",
+    "opencv-doc": (f"{_OPENCV_EXAMPLES}/data/*", f"{_OPENCV_EXAMPLES}/text/*"),
+    "lomiri-wallpapers-16.04": ("usr/share/backgrounds/*.jpg",),
+    "mate-backgrounds": ("usr/share/backgrounds/mate/nature/*.jpg",),
+    "palapeli-data": ("usr/share/palapeli/collection/*.jpg",),
+    "plasma-workspace-wallpapers": ("usr/share/wallpapers/*/contents/images/*",),
 }
 _NOT_PHOTOS: Final = frozenset(
     {"umang_by_Abhishek_Mudgal", "analogpattern_by_Peter_Nerlich"}
 )
+# plasma-workspace-wallpapers: the photographs (the other ~19 are renders); one file
+# (the largest) per wallpaper; grey ones (ColdRipple, Grey) fall to the chroma check.
+_PLASMA_PHOTOS: Final = frozenset(
+    {
+        "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow",
+        "FallenLeaf", "Grey", "Kite", "OneStandsOut", "Path", "summer_1am",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,11 +116,13 @@ class PhotoRecord:
             return im.convert("RGB")
 
 
-def _record(path: Path, prefix: str, group: str, source: str, note: str) -> PhotoRecord:
+def _record(
+    path: Path, prefix: str, group: str, source: str, note: str, stem: str = ""
+) -> PhotoRecord:
     with Image.open(path) as im:
         size = im.size
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    ids = (f"{prefix}/{path.stem}", f"{prefix}/{group}")
+    ids = (f"{prefix}/{stem or path.stem}", f"{prefix}/{group}")
     return PhotoRecord(*ids, path, source, note, digest, size)
 
 
@@ -168,23 +184,38 @@ def _dep5_licence(copyright_file: Path, relpath: str) -> str:
 def debian_photos(root: Path) -> list[PhotoRecord]:
     """Photos from the Debian packages extracted below ``root`` (absent ones skipped)."""
     out: list[PhotoRecord] = []
-    for pkg, pattern in _DEBIAN.items():
+    for pkg, patterns in _DEBIAN.items():
         pkg_root = root / pkg
         if not pkg_root.is_dir():
             logger.info("optional Debian package %s not found under %s", pkg, root)
             continue
         source = f"debian:{pkg}={_control_version(pkg_root)}"
         copyright_file = pkg_root / "usr" / "share" / "doc" / pkg / "copyright"
-        for path in sorted(pkg_root.glob(pattern)):
+        files = sorted(p for pattern in patterns for p in pkg_root.glob(pattern))
+        for path, stem in _photo_files(pkg, files):
             if pkg == "opencv-doc":
-                group = _OPENCV_PHOTOS.get(path.stem)
+                group = _OPENCV_PHOTOS.get(stem)
             else:
-                group = None if path.stem in _NOT_PHOTOS else path.stem
+                group = None if stem in _NOT_PHOTOS else stem
             if group is None or path.suffix.lower() not in {".jpg", ".png"}:
                 continue
             licence = _dep5_licence(copyright_file, str(path.relative_to(pkg_root)))
-            out.append(_record(path, pkg, group, source, licence))
+            out.append(_record(path, pkg, group, source, licence, stem))
     return out
+
+
+def _photo_files(pkg: str, paths: list[Path]) -> list[tuple[Path, str]]:
+    """(file, photo stem) pairs; plasma wallpapers: the largest file of each photo."""
+    if pkg != "plasma-workspace-wallpapers":
+        return [(p, p.stem) for p in paths]
+    best: dict[str, Path] = {}
+    for path in paths:
+        name = path.parents[2].name  # <name>/contents/images/<w>x<h>.<ext>
+        if name in _PLASMA_PHOTOS and (
+            name not in best or path.stat().st_size > best[name].stat().st_size
+        ):
+            best[name] = path
+    return sorted(((p, n) for n, p in best.items()), key=lambda t: t[1])
 
 
 def is_colour(img: Image.Image) -> bool:
@@ -284,8 +315,10 @@ class CropSampler:
         Raises:
             DatasetError: if 50 draws in a row give flat or already drawn crops.
         """
-        for _ in range(50):
+        for attempt in range(50):
             wanted = self.short_sides[int(rng.integers(len(self.short_sides)))]
+            if attempt >= 25:  # e.g. a 320 px crop of a 512 px photo scaled to 320
+                wanted = min(photo.size)
             base = self._scaled(photo, max(size, min(wanted, *photo.size)))
             x = int(rng.integers(0, base.width - size + 1))
             y = int(rng.integers(0, base.height - size + 1))

@@ -1,7 +1,8 @@
 """Adapter: trivial-detector controls that a fair benchmark must defeat.
 
-If file size, mean colour or the JPEG quantisation table separated real from fake,
-a CLIP head could score well by learning the shortcut instead of generator traces.
+If file size, mean colour, contrast (pixel std), image area or the JPEG quantisation
+table separated real from fake, a CLIP head could score well by learning the shortcut
+instead of generator traces.
 Each control here returns a ROC-AUC per domain; near 0.5 means no shortcut.
 """
 
@@ -18,7 +19,16 @@ from PIL import Image
 from serving.evaluation.dataset import discover_domains
 from serving.scoring.metrics import roc_auc
 
-CONTROLS = ("file_size", "mean_r", "mean_g", "mean_b", "brightness", "jpeg_qtable")
+CONTROLS = (
+    "file_size",
+    "mean_r",
+    "mean_g",
+    "mean_b",
+    "brightness",
+    "pixel_std",
+    "pixels",
+    "jpeg_qtable",
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ def _features(path: Path) -> dict[str, float]:
         "mean_g": float(mean[1]),
         "mean_b": float(mean[2]),
         "brightness": float(mean.mean()),
+        "pixel_std": float(arr.std()),
+        "pixels": float(arr.shape[0] * arr.shape[1]),
         # A table-hash "score": any difference between classes shows up as AUC ≠ 0.5.
         "jpeg_qtable": float(int.from_bytes(qhash[:6], "big")),
     }

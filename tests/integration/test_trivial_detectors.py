@@ -1,7 +1,9 @@
 """Trivial detectors must score near chance on the benchmark, per family and pooled.
 
-A benchmark where file size, mean colour or the JPEG quantisation table separates
-reals from fakes measures the shortcut, not the detector. "Near chance" is
+A benchmark where file size, mean colour, contrast, image size, the container or the
+JPEG quantisation table separates reals from fakes measures the shortcut, not the
+detector (both images of a pair share one format path, so the last three must be
+exactly at chance). "Near chance" is
 |AUC - 0.5| <= 3 standard errors of the AUC under the null hypothesis (Hanley and
 McNeil / Mann-Whitney: SE = sqrt((n1 + n0 + 1) / (12 n1 n0))), i.e. a two-sided
 test at ~0.3 % per check (at most ~1 % for the best of four colour statistics).
@@ -21,9 +23,8 @@ import pytest
 from PIL import Image
 
 from serving.benchdata import BenchConfig, build_benchmark, find_debian_dirs
-from serving.benchdata.builder import FAMILIES
+from serving.benchdata.builder import FAMILIES, KNOWN_CONFOUNDS
 from serving.benchdata.esrgan import find_esrgan_model
-from serving.benchdata.jpeg import read_qtables
 from serving.errors import MissingWeightsError
 
 logger = logging.getLogger(__name__)
@@ -72,14 +73,16 @@ def margin(n1: int, n0: int) -> float:
 
 
 def _features(paths: list[Path]) -> Features:
-    size, rgb, qt = [], [], []
+    size, rgb, std, qt, area = [], [], [], [], []
     for path in paths:
         with Image.open(path) as im:
-            rgb.append(
-                np.asarray(im.convert("RGB"), dtype=np.float64).mean(axis=(0, 1))
-            )
+            arr = np.asarray(im.convert("RGB"), dtype=np.float64)
+            tables = getattr(im, "quantization", None) or {}
+            qt.append(f"{im.format} " + json.dumps(sorted(tables.items())))
+        rgb.append(arr.mean(axis=(0, 1)))
+        std.append(float(arr.std()))
+        area.append(float(arr.shape[0] * arr.shape[1]))
         size.append(float(path.stat().st_size))
-        qt.append(json.dumps(read_qtables(path), sort_keys=True))
     table_ids = {t: float(k) for k, t in enumerate(sorted(set(qt)))}
     colour = np.array(rgb)
     return {
@@ -88,6 +91,8 @@ def _features(paths: list[Path]) -> Features:
         "mean_g": colour[:, 1],
         "mean_b": colour[:, 2],
         "brightness": colour @ np.array([0.299, 0.587, 0.114]),
+        "pixel_std": np.array(std),
+        "pixels": np.array(area),
         "qtable": np.array([table_ids[t] for t in qt]),
     }
 
@@ -102,8 +107,8 @@ def bench(
     )
     data = {}
     for family in CONFIG.families:
-        real = sorted((out / "test" / family / "0_real").glob("*.jpg"))
-        fake = sorted((out / "test" / family / "1_fake").glob("*.jpg"))
+        real = sorted((out / "test" / family / "0_real").iterdir())
+        fake = sorted((out / "test" / family / "1_fake").iterdir())
         labels = np.array([0] * len(real) + [1] * len(fake), dtype=np.int64)
         data[family] = (labels, _features(real + fake))
     labels = np.concatenate([data[f][0] for f in CONFIG.families])
@@ -126,8 +131,11 @@ def _worst_auc(
 DETECTORS: dict[str, tuple[str, ...]] = {
     "file_size": ("file_size",),
     "mean_colour": ("mean_r", "mean_g", "mean_b", "brightness"),
+    "pixel_std": ("pixel_std",),
 }
 GROUPS = (*CONFIG.families, "pooled")
+# Contrast is a documented confound of the DCGAN faces (KNOWN_CONFOUNDS), not tested.
+SKIP = {(f, "pixel_std") for f in KNOWN_CONFOUNDS} | {("pooled", "pixel_std")}
 
 
 @pytest.mark.parametrize("detector", DETECTORS)
@@ -138,6 +146,8 @@ def test_trivial_detector_is_near_chance(
     detector: str,
     record_property: Callable[[str, object], None],
 ) -> None:
+    if (group, detector) in SKIP:
+        pytest.skip(f"{group}: {detector} is a documented confound")
     labels, feats = bench[group]
     n1, n0 = int(labels.sum()), int((1 - labels).sum())
     which, auc = _worst_auc(labels, feats, DETECTORS[detector])
@@ -159,12 +169,16 @@ def test_trivial_detector_is_near_chance(
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_jpeg_quantisation_table_is_identical(
+def test_container_quality_and_size_are_paired(
     bench: dict[str, tuple[npt.NDArray[np.int64], Features]], group: str
 ) -> None:
     labels, feats = bench[group]
-    assert len(set(feats["qtable"].tolist())) == 1
-    assert roc_auc(labels, feats["qtable"]) == 0.5
+    for key in ("qtable", "pixels"):
+        real, fake = feats[key][labels == 0], feats[key][labels == 1]
+        assert sorted(real.tolist()) == sorted(fake.tolist())
+        assert roc_auc(labels, feats[key]) == 0.5
+    if group == "pooled":
+        assert len(set(feats["qtable"].tolist())) > 3  # PNG, WebP, JPEG qualities
 
 
 def test_roc_auc_matches_known_values() -> None:

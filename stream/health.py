@@ -1,6 +1,8 @@
 """Adapter: the worker's HTTP endpoint: ``/metrics``, ``/healthz``, ``/readyz``.
 
-``/healthz`` answers 200 while the event loop runs. ``/readyz`` answers 200 only when
+``/healthz`` answers 200 while the event loop runs and the runner's consumer is alive
+(503 with the reason once a runner has declared it dead, e.g. a fatal group error,
+in the moment before the process exits). ``/readyz`` answers 200 only when
 the broker accepts a TCP connection **and** the detector answers **and** the runner
 has not opened its circuit (Triton outage); otherwise 503 with the reasons as JSON.
 """
@@ -54,6 +56,7 @@ class Health:
         detector: Probe for the detector (Triton).
         circuit_open: Set by the runner while it waits out a detector outage.
         started: Set once the runner consumes.
+        dead: Why the runner's consumer is dead (liveness fails); None while alive.
         reasons: Why the last `ready` call said no.
         observers: Called with each `ready` result (the readiness gauge).
     """
@@ -62,6 +65,7 @@ class Health:
     detector: Probe
     circuit_open: bool = False
     started: bool = False
+    dead: str | None = None
     reasons: list[str] = field(default_factory=list)
     observers: list[Callable[[bool], None]] = field(default_factory=list)
 
@@ -92,6 +96,8 @@ def build_app(registry: CollectorRegistry, health: Health) -> web.Application:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request: web.Request) -> web.Response:
+        if health.dead is not None:
+            return web.json_response({"status": health.dead}, status=503)
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:

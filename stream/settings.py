@@ -38,6 +38,10 @@ class KafkaSettings(_Group):
         enable_idempotence: Off by default because Tansu rejects InitProducerId;
             turn on against real Kafka (then ``acks=all`` is implied).
         partitions: Partitions for topics this service creates (``up``, demo).
+        partition_assignor: Group protocol of both runners (``roundrobin`` or
+            ``range``). Every member of a group must use the same one, or the
+            broker refuses the join (``InconsistentGroupProtocolError``); the faust
+            runner supports ``roundrobin`` only.
         group_instance_id: Static group membership (KIP-345): a pod that restarts
             within the session timeout gets its partitions back without a
             rebalance. Kubernetes sets it to the pod name; None for dynamic.
@@ -62,6 +66,7 @@ class KafkaSettings(_Group):
     heartbeat_interval_ms: int = Field(1_000, ge=100)
     rebalance_timeout_ms: int = Field(10_000, ge=1000)
     partitions: int = Field(4, ge=1)
+    partition_assignor: Literal["roundrobin", "range"] = "roundrobin"
     group_instance_id: str | None = None
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
         "PLAINTEXT"

@@ -32,6 +32,8 @@ from stream.offsets import OffsetTracker
 from stream.pipeline import Pipeline
 from stream.records import Incoming, Outcome
 from stream.runners.common import (
+    ASSIGNORS,
+    FATAL_GROUP_ERRORS,
     LagGauge,
     OutRecord,
     Worker,
@@ -84,6 +86,7 @@ class AioKafkaRunner:
             heartbeat_interval_ms=k.heartbeat_interval_ms,
             rebalance_timeout_ms=k.rebalance_timeout_ms,
             group_instance_id=k.group_instance_id,
+            partition_assignment_strategy=(ASSIGNORS[k.partition_assignor],),
             **aiokafka_security(k),
         )
         self.producer = AIOKafkaProducer(
@@ -109,7 +112,8 @@ class AioKafkaRunner:
 
         Raises:
             FatalError: a batch task failed unexpectedly (after a drain and a commit
-                of what was delivered; the process should exit and be restarted).
+                of what was delivered; the process should exit and be restarted),
+                or the group cannot be joined (`FATAL_GROUP_ERRORS`).
         """
         self._stop = stop
         self._pipeline = await build_pipeline(self.worker, stop)
@@ -122,6 +126,9 @@ class AioKafkaRunner:
             self.consumer.subscribe([topic], listener=_Listener(self))
             try:
                 await self._poll(stop)
+            except FATAL_GROUP_ERRORS as exc:
+                self.worker.health.dead = f"consumer group error: {exc!r}"
+                raise FatalError(self.worker.health.dead) from exc
             finally:
                 await self._drain()
                 await self._commit()

@@ -20,7 +20,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka.errors import KafkaError
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    InconsistentGroupProtocolError,
+    InvalidGroupIdError,
+    InvalidSessionTimeoutError,
+    KafkaError,
+)
 
 from stream.decode import DecodeLimits
 from stream.errors import TransientError
@@ -33,6 +41,18 @@ from stream.records import Failure, Incoming, Outcome
 from stream.settings import KafkaSettings, StreamSettings
 
 logger = logging.getLogger(__name__)
+
+ASSIGNORS: dict[str, type[Any]] = {
+    "roundrobin": RoundRobinPartitionAssignor,
+    "range": RangePartitionAssignor,
+}
+# the group can never be joined with this configuration: exit, let it be restarted
+FATAL_GROUP_ERRORS: tuple[type[KafkaError], ...] = (
+    InconsistentGroupProtocolError,
+    InvalidSessionTimeoutError,
+    InvalidGroupIdError,
+    GroupAuthorizationFailedError,
+)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,13 @@ shutdown. A batch held by a Triton outage therefore has its messages marked as
 acked *without* telling the consumer (`_withhold`): faust commits only contiguous
 acked offsets, so nothing at or past the held batch is committed, and a restarted
 worker reads it again.
+
+The consumer joins with aiokafka's round-robin assignor (no tables, so
+``table_standby_replicas=0`` keeps faust's own ``faust`` protocol out), the same as
+the aiokafka runner, so the two can share a group. faust itself never surfaces a
+failed join (its fetcher does not poll without partitions): a watchdog stops the
+worker with `FatalError` (exit 2) on a fatal group error, or when no assignment has
+arrived within `join_deadline_s`. The health endpoint starts before faust does.
 """
 
 from __future__ import annotations
@@ -19,18 +26,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
 
+from stream.errors import FatalError
 from stream.events import SourceRef
 from stream.health import HealthServer, announce
 from stream.kafka_security import faust_credentials
 from stream.records import Failure, Incoming, Outcome
 from stream.runners.common import (
+    FATAL_GROUP_ERRORS,
     LagGauge,
     OutRecord,
     Worker,
@@ -81,7 +92,29 @@ def app_settings(settings: StreamSettings, datadir: Path) -> dict[str, Any]:
         "broker_heartbeat_interval": k.heartbeat_interval_ms / 1000,
         "broker_commit_interval": 1.0,
         "broker_credentials": faust_credentials(k),
+        "table_standby_replicas": 0,  # faust's driver then joins with round-robin
     }
+
+
+def join_deadline_s(settings: StreamSettings) -> float:
+    """How long a worker may go without a group assignment before it gives up."""
+    k = settings.kafka
+    return max(60.0, 3 * (k.session_timeout_ms + k.rebalance_timeout_ms) / 1000)
+
+
+def group_error(app: Any) -> BaseException | None:
+    """The fatal error aiokafka holds for faust's consumer, if any (best effort)."""
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    coordinator = getattr(consumer, "_coordinator", None)
+    pending = getattr(coordinator, "_pending_exception", None)
+    if isinstance(pending, FATAL_GROUP_ERRORS) and isinstance(pending, BaseException):
+        return pending
+    task = getattr(coordinator, "_coordination_task", None)
+    if isinstance(task, asyncio.Future) and task.done() and not task.cancelled():
+        died = task.exception()  # the coordinator is gone: nothing will rejoin
+        return died if isinstance(died, BaseException) else None
+    return None
 
 
 class FaustRunner:
@@ -90,7 +123,15 @@ class FaustRunner:
     def __init__(self, settings: StreamSettings, worker: Worker) -> None:
         self.settings, self.worker = settings, worker
         self._lag = LagGauge(worker.metrics)
+        self._fatal: str | None = None
+        self._assigned = False
+        self._health: HealthServer | None = None
         k = settings.kafka
+        if k.partition_assignor != "roundrobin":
+            raise FatalError(
+                f"the faust runner joins with roundrobin only, not {k.partition_assignor}"
+                " (SYNTHGUARD_KAFKA__PARTITION_ASSIGNOR)"
+            )
         if k.group_instance_id:
             logger.warning(
                 "faust-streaming has no static group membership: "
@@ -105,7 +146,26 @@ class FaustRunner:
             n: self._raw_topic(n) for n in (k.verdicts_topic, k.dlq_topic)
         }
         self.app.agent(self.uploads, name="moderate", concurrency=1)(self._agent)
-        self.app.task(self._serve_metrics)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self._watch: asyncio.Task[None] | None = None
+
+    async def _on_assigned(self, *_args: Any, **_kwargs: Any) -> None:
+        self._assigned = True
+
+    async def _watch_group(self) -> None:
+        deadline = time.monotonic() + join_deadline_s(self.settings)
+        while self._fatal is None:
+            await asyncio.sleep(0.5)
+            exc = group_error(self.app)
+            if exc is not None:
+                self._die(f"consumer group error: {exc!r}")
+            elif not self._assigned and time.monotonic() > deadline:
+                self._die("no partition assignment before the join deadline")
+
+    def _die(self, reason: str) -> None:
+        logger.error("%s; stopping (the orchestrator restarts the pod)", reason)
+        self._fatal = self.worker.health.dead = reason
+        signal.raise_signal(signal.SIGTERM)  # faust's own clean shutdown
 
     def _raw_topic(self, name: str) -> Any:
         return self.app.topic(
@@ -159,23 +219,63 @@ class FaustRunner:
 
         return await publish(self.worker, outcomes, send, stop)
 
-    async def _serve_metrics(self) -> None:
+    async def start_health(self) -> None:
+        """Serve ``/metrics``, ``/healthz``, ``/readyz`` and watch the group join.
+
+        Called before faust starts its app: an app task would only run once the
+        consumer has joined, i.e. never when it cannot.
+        """
+        self._watch = self._watch or asyncio.create_task(self._watch_group())
         m = self.settings.metrics
-        if m.enabled:
-            server = HealthServer(
+        if m.enabled and self._health is None:
+            self._health = HealthServer(
                 self.worker.metrics.registry, self.worker.health, m.host, m.port
             )
-            announce(await server.start())
+            announce(await self._health.start())
+
+    async def stop_health(self) -> None:
+        """Stop the health endpoint and the watchdog."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if self._health is not None:
+            await self._health.stop()
+            self._health = None
 
     def run(self) -> None:
-        """Run the faust worker until SIGTERM/SIGINT (exits the process)."""
+        """Run the faust worker until SIGTERM/SIGINT (exits the process).
+
+        Raises:
+            FatalError: the consumer group could not be joined (see module doc).
+        """
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-        worker = faust.Worker(
+        worker = _HealthFirstWorker(
+            self,
             self.app,
             loglevel=level if level != "warning" else "warn",
             redirect_stdouts=False,  # the endpoint announcement stays on stdout
         )
         try:
             worker.execute_from_commandline()
-        finally:  # it always leaves through SystemExit
+        except SystemExit:  # how it always leaves
+            if self._fatal is None:
+                raise
+            raise FatalError(self._fatal) from None
+        finally:
             shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+class _HealthFirstWorker(faust.Worker):
+    """A faust worker whose health endpoint is up before the app starts."""
+
+    def __init__(self, runner: FaustRunner, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._runner = runner
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()  # SIGTERM handlers first: a clean stop
+        await self._runner.start_health()  # then, still before the app starts
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self._runner.stop_health()

@@ -97,6 +97,16 @@ async def test_health_endpoints(client: tuple[TestClient, Health]) -> None:
     assert metrics.content_type == "text/plain"
 
 
+async def test_healthz_fails_once_the_consumer_is_dead(
+    client: tuple[TestClient, Health],
+) -> None:
+    c, health = client
+    health.dead = "consumer group error: InconsistentGroupProtocolError()"
+    resp = await c.get("/healthz")
+    assert resp.status == 503
+    assert "InconsistentGroupProtocol" in (await resp.json())["status"]
+
+
 def test_first_bootstrap() -> None:
     assert first_bootstrap("127.0.0.1:9092,other:1") == ("127.0.0.1", 9092)
     assert first_bootstrap("[::1]:19092") == ("::1", 19092)

@@ -4,12 +4,17 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaConnectionError
 
 from stream.app import make_worker
+from stream.errors import FatalError
 from stream.events import SourceRef
 from stream.records import Failure, Incoming
+from stream.runners.aiokafka_runner import AioKafkaRunner
 from stream.runners.common import LagGauge, OutRecord, publish
+from stream.runners.faust_runner import FaustRunner, app_settings
 from stream.settings import StreamSettings
 
 
@@ -84,3 +89,18 @@ async def test_lag_gauge_sets_known_partitions_at_most_every_interval() -> None:
     consumer.positions[_TP("up", 0)] = 10
     await gauge.update(consumer)  # inside the interval: unchanged
     assert get("synthguard_consumer_lag_events", {"topic": "up", "partition": "0"}) == 6
+
+
+async def test_both_runners_join_with_round_robin_by_default(tmp_path: Any) -> None:
+    settings = StreamSettings()
+    runner = AioKafkaRunner(make_worker(settings))
+    strategy = runner.consumer._partition_assignment_strategy
+    assert [a.name for a in strategy] == [RoundRobinPartitionAssignor.name]
+    # without tables faust's aiokafka driver joins with RoundRobinPartitionAssignor
+    assert app_settings(settings, tmp_path)["table_standby_replicas"] == 0
+
+
+def test_faust_runner_refuses_an_assignor_it_cannot_join_with() -> None:
+    settings = StreamSettings(kafka={"partition_assignor": "range"})
+    with pytest.raises(FatalError, match="roundrobin only"):
+        FaustRunner(settings, make_worker(settings))

@@ -1,0 +1,132 @@
+"""Both runners join one consumer group, fail loudly when they cannot, and serve
+their health endpoint from process start. Real Tansu broker; Triton a closed port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import CollectorRegistry
+from worker_process import ensure_stopped, start_worker, wait_announced, worker_env
+
+from serving.local_process import free_port
+from stream.app import make_worker, serve
+from stream.broker import TansuBroker, create_topics, locate_tansu
+from stream.errors import FatalError
+from stream.runners.common import ASSIGNORS
+from stream.settings import KafkaSettings, StreamSettings
+from stream.testing import FakeDetector
+
+RUNNERS = ("aiokafka", "faust")
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[TansuBroker]:
+    try:
+        locate_tansu()
+    except FatalError as exc:
+        pytest.skip(str(exc))
+    with TansuBroker() as b:
+        yield b
+
+
+async def _member(bootstrap: str, env: dict[str, str], assignor: Any) -> Any:
+    topic, group = (
+        env["SYNTHGUARD_KAFKA__UPLOADS_TOPIC"],
+        env["SYNTHGUARD_KAFKA__GROUP_ID"],
+    )
+    await create_topics(bootstrap, [topic], 2)
+    member = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group,
+        partition_assignment_strategy=(assignor,), session_timeout_ms=10_000,
+        heartbeat_interval_ms=500,
+    )  # fmt: skip
+    await member.start()
+    while len(member.assignment()) < 2:
+        await member.getmany(timeout_ms=200)
+    return member
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[list[Any]]:
+    members: list[Any] = []
+    yield members
+    for m in members:
+        await m.stop()
+
+
+async def test_faust_shares_a_group_with_the_aiokafka_protocol(
+    broker: TansuBroker, tmp_path: Path, closing: list[Any]
+) -> None:
+    env = worker_env(broker.bootstrap, tmp_path)
+    default = ASSIGNORS[KafkaSettings().partition_assignor]
+    member = await _member(broker.bootstrap, env, default)
+    closing.append(member)
+    proc = start_worker("faust", env)
+    try:
+        deadline = time.monotonic() + 45
+        while len(member.assignment()) == 2 and time.monotonic() < deadline:
+            await member.getmany(timeout_ms=200)
+        assert len(member.assignment()) == 1, "faust never joined the group"
+    finally:
+        ensure_stopped(proc)
+
+
+async def test_faust_exits_nonzero_on_a_fatal_group_error(
+    broker: TansuBroker, tmp_path: Path, closing: list[Any]
+) -> None:
+    env = worker_env(broker.bootstrap, tmp_path)
+    closing.append(await _member(broker.bootstrap, env, ASSIGNORS["range"]))
+    proc = start_worker("faust", env)
+    try:
+        wait_announced(proc, timeout_s=30)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            await closing[0].getmany(timeout_ms=200)
+        assert proc.poll() == 2
+    finally:
+        ensure_stopped(proc)
+
+
+async def test_aiokafka_runner_fails_fatally_on_a_fatal_group_error(
+    broker: TansuBroker, tmp_path: Path, closing: list[Any]
+) -> None:
+    env = worker_env(broker.bootstrap, tmp_path)
+    closing.append(await _member(broker.bootstrap, env, ASSIGNORS["range"]))
+    settings = StreamSettings(
+        kafka={
+            "bootstrap_servers": broker.bootstrap,
+            "uploads_topic": env["SYNTHGUARD_KAFKA__UPLOADS_TOPIC"],
+            "group_id": env["SYNTHGUARD_KAFKA__GROUP_ID"],
+        },
+        metrics={"enabled": False},
+    )
+    worker = make_worker(settings, CollectorRegistry(), FakeDetector())
+    run = asyncio.create_task(serve(settings, asyncio.Event(), worker))
+    deadline = time.monotonic() + 30
+    while not run.done() and time.monotonic() < deadline:
+        await closing[0].getmany(timeout_ms=200)  # keeps the other member alive
+    with pytest.raises(FatalError, match="InconsistentGroupProtocol"):
+        await asyncio.wait_for(run, 1)
+    assert worker.health.dead is not None
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_health_endpoint_up_before_the_broker_answers(
+    tmp_path: Path, runner: str
+) -> None:
+    proc = start_worker(runner, worker_env(f"127.0.0.1:{free_port()}", tmp_path))
+    try:
+        ready = wait_announced(proc, timeout_s=20)
+        healthz = ready.replace("/readyz", "/healthz")
+        with urllib.request.urlopen(healthz, timeout=5) as resp:  # noqa: S310 - loopback
+            assert resp.status == 200
+    finally:
+        ensure_stopped(proc)

@@ -15,7 +15,7 @@ from serving.index.faiss_index import FaissBank
 from serving.scoring.metrics import roc_auc
 from serving.scoring.mlp import mlp_logit
 from serving.scoring.views import FeatureLayout, FeatureView
-from serving.training.linear import LinearProbeConfig
+from serving.training.configs import LinearProbeConfig
 from serving.training.mlp import LossName, MlpTrainConfig, to_mlp_params, train_mlp
 
 D = 16

@@ -74,7 +74,9 @@ def ensure_bench(
 
 def demo_options(tiny: bool, seed: int = 0) -> HeadOptions:
     """The head options of the demo profile (``make demo`` and ``make eval-demo``)."""
-    return HeadOptions(seed=seed, mlp_epochs=4 if tiny else 12, rine_epochs=4 if tiny else 30)
+    return HeadOptions(
+        seed=seed, mlp_epochs=4 if tiny else 12, rine_epochs=4 if tiny else 30
+    )
 
 
 def demo_paths(settings: ServingSettings, tiny: bool) -> tuple[Path, Path]:

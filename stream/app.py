@@ -17,9 +17,10 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry
 
 from stream.errors import TransientError
-from stream.health import Health, HealthServer, announce, first_bootstrap, tcp_probe
+from stream.health import Health, HealthServer, announce
 from stream.metrics import StreamMetrics
 from stream.ports import Detection, Detector, ModelInfo
+from stream.readiness import BrokerRoundTrip, close_probe
 from stream.runners.common import Worker
 from stream.settings import StreamSettings
 from stream.triton_detector import triton_detector
@@ -51,10 +52,15 @@ def make_worker(
     registry: CollectorRegistry | None = None,
     detector: Detector | None = None,
 ) -> Worker:
-    """A `Worker` whose readiness probes the broker and the current detector."""
+    """A `Worker` whose readiness probes the broker and the current detector.
+
+    The broker counts as up after a metadata round trip within a deadline
+    (`BrokerRoundTrip`), not a mere TCP connect, which a frozen broker still accepts.
+    """
     metrics = StreamMetrics(registry or CollectorRegistry())
-    broker = tcp_probe(*first_bootstrap(settings.kafka.bootstrap_servers))
-    health = Health(broker=broker, detector=PendingDetector().ready)
+    health = Health(
+        broker=BrokerRoundTrip(settings.kafka), detector=PendingDetector().ready
+    )
     health.observers.append(lambda ok: metrics.ready.set(1 if ok else 0))
     worker = Worker(settings, detector or PendingDetector(), metrics, health)
 
@@ -89,6 +95,7 @@ async def serve(
     finally:
         if server is not None:
             await server.stop()
+        await close_probe(worker.health.broker)
         await worker.detector.close()
 
 

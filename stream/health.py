@@ -3,7 +3,8 @@
 ``/healthz`` answers 200 while the event loop runs and the runner's consumer is alive
 (503 with the reason once a runner has declared it dead, e.g. a fatal group error,
 in the moment before the process exits). ``/readyz`` answers 200 only when
-the broker accepts a TCP connection **and** the detector answers **and** the runner
+the broker probe succeeds (the worker's: a recent metadata round trip, see
+`stream.readiness`) **and** the detector answers **and** the runner
 has not opened its circuit (Triton outage); otherwise 503 with the reasons as JSON.
 """
 

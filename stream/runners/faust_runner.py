@@ -39,6 +39,7 @@ from stream.errors import FatalError
 from stream.events import SourceRef
 from stream.health import HealthServer, announce
 from stream.kafka_security import faust_credentials
+from stream.readiness import close_probe
 from stream.records import Failure, Incoming, Outcome
 from stream.runners.common import (
     FATAL_GROUP_ERRORS,
@@ -241,6 +242,7 @@ class FaustRunner:
         if self._health is not None:
             await self._health.stop()
             self._health = None
+        await close_probe(self.worker.health.broker)
 
     def run(self) -> None:
         """Run the faust worker until SIGTERM/SIGINT (exits the process).

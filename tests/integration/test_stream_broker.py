@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import os
+import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +15,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream.app import make_worker
 from stream.broker import TansuBroker, create_topics, locate_tansu
 from stream.errors import FatalError
 from stream.produce import producer
+from stream.readiness import close_probe
+from stream.settings import StreamSettings
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +78,29 @@ def test_broker_removes_its_temp_log_dir_on_stop(
     assert b.log_path.is_relative_to(tmp_path)
     assert b.stop() == 0
     assert list(tmp_path.glob("synthguard-*")) == []
+
+
+async def test_worker_readiness_sees_a_frozen_broker_within_bounded_time() -> None:
+    b = TansuBroker().start()
+    settings = StreamSettings(kafka={"bootstrap_servers": b.bootstrap})
+    broker_up = make_worker(settings).health.broker
+    try:
+        assert await broker_up()
+        assert b.pid is not None
+        os.kill(b.pid, signal.SIGSTOP)  # TCP connects still succeed
+        t0 = time.monotonic()
+        seen_down = None
+        for _ in range(100):
+            if not await broker_up():
+                seen_down = time.monotonic() - t0
+                break
+            await asyncio.sleep(0.1)
+        assert seen_down is not None
+        assert seen_down < 5  # fresh_s + timeout_s (2 + 2) + slack
+        os.kill(b.pid, signal.SIGCONT)
+        assert await broker_up()
+    finally:
+        if b.pid is not None:
+            os.kill(b.pid, signal.SIGCONT)
+        await close_probe(broker_up)
+        b.stop()

@@ -289,8 +289,9 @@ def assign_splits(photos: Sequence[PhotoRecord]) -> dict[str, list[PhotoRecord]]
 class CropSampler:
     """Random square crops of photos rescaled so that the short side is one of a few sizes.
 
-    Photos are never up-scaled unless smaller than the crop; flat crops (black borders,
-    sky) and crops already drawn in this build are redrawn (no duplicate images).
+    Photos are never up-scaled unless smaller than the crop or, after 25 failed
+    draws, too small for another distinct crop (then to 1.25x the crop); flat crops
+    (black borders, sky) and crops already drawn in this build are redrawn.
     """
 
     def __init__(self, short_sides: Sequence[int]) -> None:
@@ -317,9 +318,10 @@ class CropSampler:
         """
         for attempt in range(50):
             wanted = self.short_sides[int(rng.integers(len(self.short_sides)))]
-            if attempt >= 25:  # e.g. a 320 px crop of a 512 px photo scaled to 320
-                wanted = min(photo.size)
-            base = self._scaled(photo, max(size, min(wanted, *photo.size)))
+            short = max(size, min(wanted, *photo.size))
+            if attempt >= 25:  # few distinct crops (e.g. 512 px of a 512 px photo)
+                short = max(min(photo.size), size + size // 4)
+            base = self._scaled(photo, short)
             x = int(rng.integers(0, base.width - size + 1))
             y = int(rng.integers(0, base.height - size + 1))
             key = (photo.photo_id, base.height, x, y, size)

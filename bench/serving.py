@@ -142,7 +142,7 @@ def synthetic_artifacts(directory: Path, seed: int = 0) -> Path:
     paths = tuple(f"{label}/{i}" for i, label in enumerate(y))
     fs = FeatureSet(x, y.astype(np.int64), paths, ("bench",) * len(y), meta)
     opts = HeadOptions(mlp_epochs=1)
-    heads = fit_heads(fs, ("knn_k1", "linear_probe", "mlp"), opts)
+    heads = fit_heads(fs, ("knn_k1", "linear_probe", "mlp", "rine"), opts)
     record = EncoderRecord.from_info(info, policy_id("clip_default"))
     cals = calibrate_heads(heads, fs, opts)
     write_artifacts(directory, record, heads, cals, "linear_probe", {"bench": True})

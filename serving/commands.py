@@ -26,6 +26,7 @@ from serving.evaluation.results import DomainResult
 from serving.features import FeatureSet, cached_features
 from serving.heads.base import Head
 from serving.preprocessing import policy_id
+from serving.scoring.calibration import Calibration
 from serving.scoring.views import FeatureLayout
 from serving.settings import ServingSettings
 from serving.triton.cli_commands import COMMANDS as TRITON_COMMANDS
@@ -35,9 +36,12 @@ from serving.workflows import (
     Evaluation,
     HeadOptions,
     LofoRun,
+    at_fpr,
     calibrate_heads,
     choose_decision,
+    choose_operating_fpr,
     dataset_items,
+    decision_label,
     evaluate,
     evaluate_decision,
     fit_decision,
@@ -46,6 +50,9 @@ from serving.workflows import (
 )
 
 logger = logging.getLogger(__name__)
+# leave-one-family-out needs a held-out family and at least two to train on
+MIN_LOFO_FAMILIES = 3
+DECISION_KEY = "decision"
 
 
 def head_options(args: argparse.Namespace) -> HeadOptions:
@@ -158,17 +165,33 @@ def train_and_save(
         lofo: A leave-one-family-out run over the same train/cal features.
 
     Returns:
-        Per-decision threshold summary and the selection table.
+        Thresholds per head and of the decision (key ``decision``), the decision's
+        name (``decision_head``) and the selection table.
     """
     train = features_for(settings, encoder, bench / "train", progress=progress)
     cal = features_for(settings, encoder, bench / "cal", progress=progress)
     selection: dict[str, dict[str, float]] = {}
+    if decision == AUTO and len(set(train.families)) < MIN_LOFO_FAMILIES:
+        decision = fallback_decision(heads)
+        logger.warning(
+            "%d generator families: too few to choose the decision by "
+            "leave-one-family-out; using %s",
+            len(set(train.families)),
+            decision,
+        )
     if decision == AUTO:
         if lofo is None:
             lofo = leave_one_family_out(train, cal, None, heads, opts)
-        decision = choose_decision(lofo.selection, lofo.candidates)
-        selection = selection_table(lofo)
-        logger.info("decision chosen by leave-one-family-out: %s", decision)
+        fprs = opts.fpr_candidates
+        decision = choose_decision(lofo.selection, lofo.candidates, fprs)
+        selection = selection_table(lofo, opts)
+        fpr = choose_operating_fpr(lofo.selection, decision, opts)
+        opts = at_fpr(opts, fpr)
+        logger.info(
+            "decision chosen by leave-one-family-out: %s at target FPR %g",
+            decision,
+            fpr,
+        )
     fitted = fit_heads(train, heads, opts)
     cals = calibrate_heads(fitted, cal, opts)
     rule = fit_decision(decision, fitted, cal, opts)
@@ -182,30 +205,52 @@ def train_and_save(
         "families": sorted(set(train.families)),
         "options": opts.__dict__,
         "decision_selection": selection,
+        "decision_target_fpr": opts.target_fpr,
     }
     write_artifacts(out, record, fitted, cals, rule, training)
-    c = rule.calibration
+    summary: dict[str, object] = {
+        n: _thresholds(c) for n, c in {**cals, DECISION_KEY: rule.calibration}.items()
+    }
     return {
-        "decision": rule.name,
-        "threshold": c.threshold,
-        "uncertain_low": c.uncertain_low,
-        "achieved_fpr": c.achieved_fpr,
-        "achieved_tpr": c.achieved_tpr,
+        **summary,
+        "decision_head": rule.name,
+        "decision_target_fpr": rule.calibration.target_fpr,
         "selection": selection,
     }
 
 
-def selection_table(lofo: LofoRun) -> dict[str, dict[str, float]]:
-    """Mean / worst held-out-family AUC and mean accuracy per decision candidate."""
+def _thresholds(c: Calibration) -> dict[str, float]:
+    return {
+        "threshold": c.threshold,
+        "uncertain_low": c.uncertain_low,
+        "achieved_fpr": c.achieved_fpr,
+        "achieved_tpr": c.achieved_tpr,
+    }
+
+
+def fallback_decision(heads: list[str]) -> str:
+    """The decision when there are too few families to choose one: the probe."""
+    return "linear_probe" if "linear_probe" in heads else heads[0]
+
+
+def selection_table(lofo: LofoRun, opts: HeadOptions) -> dict[str, dict[str, float]]:
+    """Per decision candidate: mean / worst held-out-family AUC, mean accuracy per FPR.
+
+    From the calibration split of each held-out family (never the test split).
+    """
     table: dict[str, dict[str, float]] = {}
     for name in lofo.candidates:
-        rows = [r for r in lofo.selection.results if r.head == f"decision:{name}"]
-        if rows:
-            table[name] = {
-                "mean_auc": round(sum(r.auc for r in rows) / len(rows), 4),
-                "min_auc": round(min(r.auc for r in rows), 4),
-                "mean_acc": round(sum(r.acc for r in rows) / len(rows), 4),
-            }
+        row: dict[str, float] = {}
+        for i, fpr in enumerate(opts.fpr_candidates):
+            label = decision_label(name, fpr)
+            rows = [r for r in lofo.selection.results if r.head == label]
+            if not rows:
+                continue
+            if i == 0:
+                row["mean_auc"] = round(sum(r.auc for r in rows) / len(rows), 4)
+                row["min_auc"] = round(min(r.auc for r in rows), 4)
+            row[f"acc@{fpr:g}"] = round(sum(r.acc for r in rows) / len(rows), 4)
+        table[name] = row
     return table
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class HeadOptions:
     val_fraction: float = 0.2
     target_fpr: float = 0.01
     uncertain_fpr: float = 0.05
+    fpr_candidates: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
     probe_recipe: str = "logreg_cv"
     probe_source: str = "blocks"
     probe_blocks: tuple[int, ...] = ()  # empty: every block
@@ -291,7 +292,9 @@ class LofoRun:
     Attributes:
         test: Every head and each decision candidate on test[F] (the report).
         selection: The same on cal[F], which model selection reads (never test).
-        candidates: The decision candidates evaluated (heads and ``fusion``).
+        candidates: The decision candidates evaluated (heads and ``fusion``), each
+            at every target FPR of ``opts.fpr_candidates``: rows are named
+            ``decision:<candidate>@<fpr>`` (`decision_label`).
     """
 
     test: Evaluation = field(default_factory=Evaluation)
@@ -327,7 +330,11 @@ def leave_one_family_out(
         logger.info("leave-one-family-out: holding out %s", fam)
         trained = fit_heads(train.select(~train.family_mask(fam)), names, opts)
         fold_cal = cal.select(~cal.family_mask(fam))
-        decisions = [fit_decision(c, trained, fold_cal, opts) for c in run.candidates]
+        decisions = [
+            (fit_decision(c, trained, fold_cal, at_fpr(opts, fpr)), fpr)
+            for c in run.candidates
+            for fpr in opts.fpr_candidates
+        ]
         heads = {**trained, **(fixed or {})}
         cals = calibrate_heads(heads, fold_cal, opts)
         targets = [(run.selection, cal)] + ([(run.test, test)] if test else [])
@@ -336,8 +343,8 @@ def leave_one_family_out(
             if len(set(held.y)) < 2:
                 continue
             fold = evaluate(heads, cals, held, pooled=False)
-            for d in decisions:
-                part = evaluate_decision(d, trained, held, f"decision:{d.name}")
+            for d, fpr in decisions:
+                part = evaluate_decision(d, trained, held, decision_label(d.name, fpr))
                 fold.results += part.results
                 fold.curves.update(part.curves)
             into.results += fold.results
@@ -345,15 +352,46 @@ def leave_one_family_out(
     return run
 
 
-def choose_decision(selection: Evaluation, candidates: Sequence[str]) -> str:
+def at_fpr(opts: HeadOptions, fpr: float) -> HeadOptions:
+    """`opts` with the threshold at `fpr` and the uncertain band up to twice that."""
+    return replace(opts, target_fpr=fpr, uncertain_fpr=min(0.5, 2 * fpr))
+
+
+def decision_label(name: str, fpr: float) -> str:
+    """Row name of a decision candidate at one operating point."""
+    return f"decision:{name}@{fpr:g}"
+
+
+def choose_operating_fpr(
+    selection: Evaluation, decision: str, opts: HeadOptions
+) -> float:
+    """The target FPR whose threshold gave the best mean held-out-family accuracy.
+
+    The threshold is calibrated on cal∖F and applied to cal[F], so the choice
+    rewards a threshold that transfers to an unseen generator. Ties go to the
+    lower FPR.
+    """
+    means = {}
+    for fpr in opts.fpr_candidates:
+        rows = [r for r in selection.results if r.head == decision_label(decision, fpr)]
+        means[fpr] = float(np.mean([r.acc for r in rows])) if rows else 0.0
+    best = max(means.values())
+    return min(f for f, m in means.items() if m >= best - 1e-9)
+
+
+def choose_decision(
+    selection: Evaluation, candidates: Sequence[str], fprs: Sequence[float]
+) -> str:
     """The candidate with the best mean held-out-family AUC on the calibration split.
 
-    Ties (within 0.005) go to the better worst family, then to the better mean
-    accuracy at the deployed threshold.
+    Mean AUCs are compared rounded to 0.005; ties go to the better worst family,
+    then to the better mean accuracy at the first operating point.
     """
 
     def key(name: str) -> tuple[float, float, float]:
-        rows = [r for r in selection.results if r.head == f"decision:{name}"]
+        # the ranking (AUC) is the same at every operating point: read the first
+        label = decision_label(name, fprs[0])
+        rows = [r for r in selection.results if r.head == label]
         if not rows:
             return (0.0, 0.0, 0.0)
         aucs = [r.auc for r in rows]

@@ -22,7 +22,7 @@ from serving.triton.install import locate_triton
 from serving.workflows import HeadOptions, calibrate_heads, fit_heads
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
-HEADS = ("knn_k1", "linear_probe", "mlp")
+HEADS = ("knn_k1", "linear_probe", "mlp", "rine")
 
 
 def missing_installs() -> str | None:
@@ -82,7 +82,11 @@ def train_artifacts(
     cal = np.zeros(len(y), dtype=bool)
     cal[2::3] = True
     opts = HeadOptions(
-        mlp_epochs=2, mlp_batch_size=16, target_fpr=0.34, uncertain_fpr=0.5
+        mlp_epochs=2,
+        mlp_batch_size=16,
+        rine_epochs=2,
+        target_fpr=0.34,
+        uncertain_fpr=0.5,
     )
     heads = fit_heads(fs.select(~cal), HEADS, opts)
     cals = calibrate_heads(heads, fs.select(cal), opts)

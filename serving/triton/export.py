@@ -106,7 +106,7 @@ def served_heads(manifest: Manifest, knn_head: str | None = None) -> dict[str, s
     if missing:
         raise ArtifactMismatchError(
             f"the Triton repository serves one head of each kind; missing {missing} "
-            "(train with --heads knn_k1,linear_probe,mlp)"
+            "(train with --heads knn_k9,linear_probe,mlp,rine)"
         )
     served = {kind: by_kind[kind][0] for kind in names.HEAD_MODELS}
     members = manifest.decision().members

@@ -24,7 +24,7 @@ from stream.broker import TansuBroker
 from stream.testing import bomb_png, truncated_jpeg
 
 RUNNERS = ("aiokafka", "faust")
-HEADS = {"knn_k1", "linear_probe", "mlp"}
+HEADS = {"knn_k1", "linear_probe", "mlp", "rine"}
 
 
 @pytest.fixture

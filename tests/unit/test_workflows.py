@@ -8,6 +8,9 @@ from serving.workflows import (
     POOLED,
     HeadOptions,
     calibrate_heads,
+    choose_decision,
+    choose_operating_fpr,
+    decision_label,
     evaluate,
     fit_heads,
     leave_one_family_out,
@@ -59,10 +62,35 @@ def test_calibration_threshold_bounds_fpr_on_cal() -> None:
 
 def test_lofo_tests_only_the_held_out_family() -> None:
     train, cal, test = (synthetic_features(seed=s) for s in (0, 1, 2))
-    ev = leave_one_family_out(train, cal, test, ("knn_k1",), FAST)
-    assert sorted(r.domain for r in ev.results) == ["a", "b", "c"]
-    assert all(r.n_real == 40 and r.n_fake == 40 for r in ev.results)
-    assert np.isfinite([r.ap for r in ev.results]).all()
+    run = leave_one_family_out(train, cal, test, ("knn_k1",), FAST)
+    ev = [r for r in run.test.results if r.head == "knn_k1"]
+    assert sorted(r.domain for r in ev) == ["a", "b", "c"]
+    assert all(r.n_real == 40 and r.n_fake == 40 for r in ev)
+    assert np.isfinite([r.ap for r in ev]).all()
+    # the selection reads the calibration split of the held-out family only
+    sel = [r for r in run.selection.results if r.head == "knn_k1"]
+    assert sorted(r.domain for r in sel) == ["a", "b", "c"]
+
+
+def test_choose_decision_reads_only_the_selection_split() -> None:
+    train, cal, test = (synthetic_features(seed=s) for s in (0, 1, 2))
+    opts = HeadOptions(mlp_epochs=2, fpr_candidates=(0.05, 0.1))
+    names = ("knn_k1", "linear_probe")
+    run = leave_one_family_out(train, cal, test, names, opts)
+    assert run.candidates == (*names, "fusion")
+    labels = {decision_label(c, f) for c in run.candidates for f in (0.05, 0.1)}
+    assert labels <= {r.head for r in run.selection.results}
+    chosen = choose_decision(run.selection, run.candidates, opts.fpr_candidates)
+    assert chosen in run.candidates
+    # scrambling the test split cannot change the choice
+    scrambled = leave_one_family_out(
+        train, cal, synthetic_features(seed=9), names, opts
+    )
+    assert (
+        choose_decision(scrambled.selection, scrambled.candidates, opts.fpr_candidates)
+        == chosen
+    )
+    assert choose_operating_fpr(run.selection, chosen, opts) in (0.05, 0.1)
 
 
 def test_probe_batch_keeps_sixteen_steps_per_epoch_on_small_data() -> None:

@@ -42,9 +42,15 @@ class KafkaSettings(_Group):
             ``range``). Every member of a group must use the same one, or the
             broker refuses the join (``InconsistentGroupProtocolError``); the faust
             runner supports ``roundrobin`` only.
-        group_instance_id: Static group membership (KIP-345): a pod that restarts
-            within the session timeout gets its partitions back without a
-            rebalance. Kubernetes sets it to the pod name; None for dynamic.
+        session_timeout_ms: How long the group waits for a silent member. 6 s is
+            Kafka's smallest accepted (``group.min.session.timeout.ms``); a crashed
+            dynamic member holds its partitions that long before a rebalance.
+        heartbeat_interval_ms: At most a third of the session timeout.
+        group_instance_id: Static group membership (KIP-345), both runners: a
+            worker that restarts within the session timeout takes its member's
+            place and partitions back without waiting out the dead member.
+            Kubernetes sets it to the pod name; None for dynamic. Two live
+            workers must never share one (the broker fences the older).
         security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``.
         sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
         sasl_username: SASL user (required with a ``SASL_*`` protocol).
@@ -62,7 +68,7 @@ class KafkaSettings(_Group):
     producer_max_batch_bytes: int = Field(16, ge=1)
     max_request_bytes: int = Field(4 * MiB, ge=1024)
     max_partition_fetch_bytes: int = Field(4 * MiB, ge=1024)
-    session_timeout_ms: int = Field(10_000, ge=1000)
+    session_timeout_ms: int = Field(6_000, ge=1000)
     heartbeat_interval_ms: int = Field(1_000, ge=100)
     rebalance_timeout_ms: int = Field(10_000, ge=1000)
     partitions: int = Field(4, ge=1)

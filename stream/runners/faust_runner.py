@@ -94,6 +94,7 @@ def app_settings(settings: StreamSettings, datadir: Path) -> dict[str, Any]:
         "broker_commit_interval": 1.0,
         "broker_credentials": faust_credentials(k),
         "table_standby_replicas": 0,  # faust's driver then joins with round-robin
+        "consumer_group_instance_id": k.group_instance_id,  # static membership
     }
 
 
@@ -132,12 +133,6 @@ class FaustRunner:
             raise FatalError(
                 f"the faust runner joins with roundrobin only, not {k.partition_assignor}"
                 " (SYNTHGUARD_KAFKA__PARTITION_ASSIGNOR)"
-            )
-        if k.group_instance_id:
-            logger.warning(
-                "faust-streaming has no static group membership: "
-                "SYNTHGUARD_KAFKA__GROUP_INSTANCE_ID=%s is ignored",
-                k.group_instance_id,
             )
         # removed by run(); the store is in memory, nothing there outlives a process
         self.datadir = Path(tempfile.mkdtemp(prefix="synthguard-faust-"))

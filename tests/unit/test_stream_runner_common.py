@@ -104,3 +104,22 @@ def test_faust_runner_refuses_an_assignor_it_cannot_join_with() -> None:
     settings = StreamSettings(kafka={"partition_assignor": "range"})
     with pytest.raises(FatalError, match="roundrobin only"):
         FaustRunner(settings, make_worker(settings))
+
+
+async def test_both_runners_pass_the_static_member_id(tmp_path: Any) -> None:
+    settings = StreamSettings(kafka={"group_instance_id": "synthguard-worker-7"})
+    runner = AioKafkaRunner(make_worker(settings))
+    assert runner.consumer._group_instance_id == "synthguard-worker-7"
+    faust_conf = app_settings(settings, tmp_path)
+    assert faust_conf["consumer_group_instance_id"] == "synthguard-worker-7"
+
+
+def test_faust_app_builds_its_consumer_with_the_static_member_id() -> None:
+    settings = StreamSettings(kafka={"group_instance_id": "synthguard-worker-7"})
+    runner = FaustRunner(settings, make_worker(settings))
+    try:
+        assert runner.app.conf.consumer_group_instance_id == "synthguard-worker-7"
+    finally:
+        import shutil
+
+        shutil.rmtree(runner.datadir, ignore_errors=True)

@@ -5,8 +5,7 @@ runs leave-one-family-out for every head and decision candidate, chooses the dep
 decision from the calibration-split results, trains and calibrates every head, and
 prints the tables: per-family test results, leave-one-family-out (decision and every
 head), the selection, robustness (JPEG q75, 0.5× resize) and the trivial-detector
-controls. It also holds the demo profile (`demo_options`, `demo_paths`,
-`ensure_demo_artifacts`) that the stream demo trains with. Reports (JSON, Markdown, PNG) land in ``$SYNTHGUARD_HOME/reports``.
+controls. The demo profile it shares with the stream demo lives in `serving.jobs`. Reports (JSON, Markdown, PNG) land in ``$SYNTHGUARD_HOME/reports``.
 """
 
 from __future__ import annotations
@@ -14,23 +13,24 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from pathlib import Path
 
-from serving.artifacts import MANIFEST_FILE, load_artifacts
-from serving.commands import (
-    encoder_for,
-    features_for,
-    photo_dirs,
-    robustness,
-    selection_table,
-    train_and_save,
-)
+from serving.artifacts import load_artifacts
 from serving.evaluation.controls import controls_table, run_controls
 from serving.evaluation.perturb import QUICK_SUITE
 from serving.evaluation.report import markdown_table, write_report
 from serving.evaluation.results import DomainResult
 from serving.heads.base import Head
 from serving.heads.peer import Sahu65PeerHead
+from serving.jobs import (
+    demo_options,
+    demo_paths,
+    encoder_for,
+    ensure_bench,
+    features_for,
+    robustness,
+    selection_table,
+    train_and_save,
+)
 from serving.settings import ServingSettings
 from serving.workflows import (
     AUTO,
@@ -45,72 +45,6 @@ from serving.workflows import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def ensure_bench(
-    settings: ServingSettings, bench: Path, tiny: bool, seed: int, progress: bool
-) -> None:
-    """Build the offline benchmark into `bench` unless it is already there.
-
-    Uses the Debian photos fetched by `make setup` unless photo dirs are configured.
-    """
-    if (bench / "bench_manifest.json").is_file():
-        logger.info("reusing benchmark at %s", bench)
-        return
-    from serving.benchdata.builder import BenchConfig, build_benchmark
-
-    config = (
-        BenchConfig(seed, n_train=8, n_cal=4, n_test=4, ae_steps=60)
-        if tiny
-        else BenchConfig(seed=seed)
-    )
-    build_benchmark(
-        bench,
-        config,
-        progress=progress,
-        esrgan_dir=settings.esrgan_dir,
-        extra_photo_dirs=photo_dirs(settings),
-    )
-
-
-def demo_options(tiny: bool, seed: int = 0) -> HeadOptions:
-    """The head options of the demo profile (``make demo`` and ``make eval-demo``)."""
-    return HeadOptions(
-        seed=seed, mlp_epochs=4 if tiny else 12, rine_epochs=4 if tiny else 30
-    )
-
-
-def demo_paths(settings: ServingSettings, tiny: bool) -> tuple[Path, Path]:
-    """(benchmark, artifacts) directories of the demo profile."""
-    if tiny:
-        return settings.home / "bench-tiny", settings.home / "artifacts-tiny"
-    return settings.bench_dir, settings.artifacts_dir
-
-
-def ensure_demo_artifacts(
-    settings: ServingSettings, tiny: bool, progress: bool, seed: int = 0
-) -> Path:
-    """Build the benchmark and train the demo artifacts unless they exist.
-
-    The decision is chosen by leave-one-family-out on the calibration split, as
-    `run_demo` does; either command reuses the other's artifacts.
-    """
-    bench, artifacts = demo_paths(settings, tiny)
-    if (artifacts / MANIFEST_FILE).is_file():
-        return artifacts
-    ensure_bench(settings, bench, tiny, seed, progress)
-    logger.info("training heads into %s (first run only)", artifacts)
-    train_and_save(
-        settings,
-        encoder_for(settings),
-        bench,
-        artifacts,
-        list(DEFAULT_HEADS),
-        AUTO,
-        demo_options(tiny, seed),
-        progress,
-    )
-    return artifacts
 
 
 def run_demo(settings: ServingSettings, tiny: bool, seed: int, progress: bool) -> int:

@@ -27,7 +27,7 @@ class AssetPaths:
     @classmethod
     def for_profile(cls, settings: ServingSettings, tiny: bool) -> AssetPaths:
         """The ``synthguard eval-demo`` locations (``--tiny`` uses its own)."""
-        from serving.demo import demo_paths
+        from serving.jobs import demo_paths
 
         return cls(*demo_paths(settings, tiny))
 
@@ -36,7 +36,7 @@ def ensure_bench(
     settings: ServingSettings, bench: Path, tiny: bool, progress: bool
 ) -> Path:
     """Build the offline benchmark unless it is there (same recipe as eval-demo)."""
-    from serving.demo import ensure_bench as build_if_missing
+    from serving.jobs import ensure_bench as build_if_missing
 
     if not (bench / "bench_manifest.json").is_file():
         logger.info("building the offline benchmark in %s (first run only)", bench)
@@ -50,9 +50,9 @@ def ensure_artifacts(
     """Train and calibrate the heads on the benchmark unless artifacts exist.
 
     The demo profile (head options, decision chosen by leave-one-family-out) is
-    `serving.demo`'s, so ``synthguard eval-demo`` and the stream demo share it.
+    `serving.jobs`', so ``synthguard eval-demo`` and the stream demo share it.
     """
-    from serving.demo import ensure_demo_artifacts
+    from serving.jobs import ensure_demo_artifacts
 
     del paths  # always the profile's (`AssetPaths.for_profile`)
     return ensure_demo_artifacts(settings, tiny, progress)

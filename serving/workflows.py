@@ -56,7 +56,11 @@ class HeadOptions:
     fpr_candidates: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
     probe_recipe: str = "logreg_cv"
     probe_source: str = "blocks"
-    probe_blocks: tuple[int, ...] = ()  # empty: every block
+    probe_blocks: tuple[int, ...] = ()  # empty: from probe_first_block_fraction on
+    # the last two thirds of the blocks (4-11 of ViT-B/16's 12): best mean
+    # leave-one-family-out AUC on the calibration split of the 8-family benchmark
+    # (python -m bench.selection; docs/benchmarks.md §7)
+    probe_first_block_fraction: float = 1 / 3
     knn_source: str = "blocks"
     knn_blocks: tuple[int, ...] = ()
     mlp_source: str = "blocks"
@@ -76,6 +80,9 @@ class HeadOptions:
         }[head]
         if source == "embeds" or layout.n_blocks == 0:
             return FeatureView(layout, "embeds", norm="l2")
+        if head == "probe" and not blocks:
+            first = int(layout.n_blocks * self.probe_first_block_fraction)
+            blocks = tuple(range(first, layout.n_blocks))
         return FeatureView(layout, "blocks", blocks=blocks, norm="l2")
 
 

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.synthguard-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo eval-demo up test-stream bench-stream bench-serving test lint typecheck imports unit fmt clean deploy-render deploy-check check-images
+.PHONY: help setup demo eval-demo up test-stream bench-stream bench-serving chaos hostile test lint typecheck imports unit fmt clean deploy-render deploy-check check-images
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,14 @@ bench-serving: setup  ## in-process vs Triton encoder throughput
 
 bench-stream: setup  ## end-to-end events/s through Kafka + Triton vs bare Triton
 	$(PY) -m bench.stream
+
+CHAOS_EVENTS ?= 2000
+chaos: setup  ## opt-in: worker/Triton SIGKILLs + broker SIGSTOP on N events, both runners (CHAOS_EVENTS)
+	$(PY) -m bench.chaos --runner aiokafka --events $(CHAOS_EVENTS)
+	$(PY) -m bench.chaos --runner faust --events $(CHAOS_EVENTS)
+
+hostile: setup  ## opt-in: every hostile-input case through the real worker, per-case RSS and time
+	$(PY) -m bench.hostile --runner aiokafka
 
 deploy-render:  ## render the dev and prod overlays into build/deploy/<overlay>.yaml
 	mkdir -p build/deploy

@@ -37,7 +37,7 @@ if __name__ == "__main__":  # run as a script: bench/ would shadow the packages
 
 from PIL import Image
 
-from bench.rig import Rig, Worker, tiny_bench_images, tiny_repo
+from bench.rig import Rig, Worker, stop_on_sigterm, tiny_bench_images, tiny_repo
 from stream.events import UploadEvent, utc_now
 from stream.testing import truncated_jpeg
 
@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, help="keep logs here (default: temp)")
     args = p.parse_args(argv)
+    stop_on_sigterm()
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
         return asyncio.run(_main(args, args.work.resolve()))

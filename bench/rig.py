@@ -60,6 +60,15 @@ def tiny_bench_images() -> list[Path]:
     return sorted(p for p in paths.bench.rglob("*") if p.suffix.lower() in suffixes)
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM a `SystemExit`, so the broker, Triton and workers are stopped."""
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def vm_kib(pid: int, key: str) -> int | None:
     """A ``/proc/<pid>/status`` field in KiB (``VmRSS``, ``VmHWM``), None if gone."""
     try:
@@ -105,8 +114,8 @@ class Worker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for line in self.out_path.read_text().splitlines():
-                if line.startswith("{"):
-                    return dict(json.loads(line))
+                if "{" in line:  # faust may put terminal codes before it
+                    return dict(json.loads(line[line.index("{") :]))
             if not self.alive:
                 break
             time.sleep(0.1)

@@ -57,10 +57,10 @@ class HeadOptions:
     probe_recipe: str = "logreg_cv"
     probe_source: str = "blocks"
     probe_blocks: tuple[int, ...] = ()  # empty: from probe_first_block_fraction on
-    # the last two thirds of the blocks (4-11 of ViT-B/16's 12): best mean
-    # leave-one-family-out AUC on the calibration split of the 8-family benchmark
-    # (python -m bench.selection; docs/benchmarks.md §7)
-    probe_first_block_fraction: float = 1 / 3
+    # the last half of the blocks (6-11 of ViT-B/16's 12): best leave-one-family-out
+    # AUC on the calibration split of the 8-family benchmark, by the rule of
+    # `choose_decision` (python -m bench.selection; docs/benchmarks.md §7)
+    probe_first_block_fraction: float = 1 / 2
     knn_source: str = "blocks"
     knn_blocks: tuple[int, ...] = ()
     mlp_source: str = "blocks"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from serving import __version__
@@ -54,8 +54,18 @@ def _add_common_train(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs)."""
+SubParsers = argparse._SubParsersAction
+AddParsers = Callable[["SubParsers[argparse.ArgumentParser]"], None]
+Command = Callable[[argparse.Namespace, ServingSettings], int]
+
+
+def build_parser(extensions: Sequence[AddParsers] = ()) -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs).
+
+    Args:
+        extensions: Functions adding more subcommands (the stream's, from the
+            top-level ``stream.cli``; `serving` never imports `stream`).
+    """
     ap = argparse.ArgumentParser(prog="synthguard", description=__doc__.splitlines()[0])
     ap.add_argument("--version", action="version", version=f"synthguard {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -144,23 +154,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="small benchmark (CI smoke run)")
     p.add_argument("--seed", type=int, default=0)
     add_triton_parsers(sub)
+    for add in extensions:
+        add(sub)
     return ap
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None,
+    extensions: Sequence[AddParsers] = (),
+    commands: Mapping[str, Command] | None = None,
+    errors: tuple[type[Exception], ...] = (ServingError,),
+) -> int:
+    """Run the CLI; returns the process exit code.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``), parsed once.
+        extensions: More subcommand parsers (see `build_parser`).
+        commands: Implementations of those subcommands, by name; every other
+            command runs `serving.commands.run`.
+        errors: Typed errors that end a command with a one-line message, exit 2.
+    """
+    args = build_parser(extensions).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     settings = ServingSettings()
-    from serving import commands  # after logging is configured: heavy imports
-
     try:
-        return commands.run(args, settings)
-    except ServingError as exc:
+        if commands is not None and args.command in commands:
+            return commands[args.command](args, settings)
+        from serving import commands as serving_commands  # heavy: after logging
+
+        return serving_commands.run(args, settings)
+    except errors as exc:
         logger.error("%s: %s", type(exc).__name__, exc)  # noqa: TRY400 - message is the point
         return 2
 

@@ -24,6 +24,7 @@ from serving.errors import InvalidInputError
 from serving.heads.knn import KnnHead
 from serving.preprocessing import get_policy, policy_id
 from serving.scoring.calibration import calibrate, decide
+from serving.scoring.detection import N_EXEMPLARS, Detection
 
 
 @dataclass
@@ -48,8 +49,8 @@ class Detector:
 
     def score_pixels(
         self, pixels: np.ndarray[Any, np.dtype[np.uint8]]
-    ) -> list[dict[str, Any]]:
-        """Score preprocessed (n, 224, 224, 3) uint8 images; one verdict dict each."""
+    ) -> list[Detection]:
+        """Score preprocessed (n, 224, 224, 3) uint8 images; one `Detection` each."""
         man = self.artifacts.manifest
         x = self.encoder.encode(pixels).flat(man.encoder.layout)
         per_head = {n: h.score(x) for n, h in self.artifacts.heads.items()}
@@ -61,16 +62,17 @@ class Detector:
             (h for h in self.artifacts.heads.values() if isinstance(h, KnnHead)), None
         )
         evidence = knn.neighbours(x) if knn is not None else [[] for _ in range(len(x))]
+        versions = manifest_summary(man)
         return [
-            {
-                "label": str(labels[i]),
-                "probability": float(probs[i]),
-                "threshold": cal.threshold,
-                "uncertain_low": cal.uncertain_low,
-                "head_scores": {n: float(s[i]) for n, s in per_head.items()},
-                "nearest_exemplars": evidence[i][:5],
-                "versions": manifest_summary(man),
-            }
+            Detection(
+                label=str(labels[i]),
+                probability=float(probs[i]),
+                threshold=cal.threshold,
+                uncertain_low=cal.uncertain_low,
+                head_scores={n: float(s[i]) for n, s in per_head.items()},
+                nearest_exemplars=tuple(evidence[i][:N_EXEMPLARS]),
+                versions=versions,
+            )
             for i in range(len(x))
         ]
 
@@ -83,4 +85,4 @@ class Detector:
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             err = InvalidInputError(f"cannot decode {path}: {exc}")
             return {"path": str(path), "error": type(err).__name__, "message": str(err)}
-        return {"path": str(path), **self.score_pixels(pixels[None])[0]}
+        return {"path": str(path), **self.score_pixels(pixels[None])[0].to_dict()}

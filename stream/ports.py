@@ -2,39 +2,23 @@
 
 `Detector` is implemented by `stream.triton_detector.TritonDetector` (Triton over
 gRPC) and by test doubles; the pipeline never imports a Kafka or Triton client.
+`Detection` is serving's typed result (`serving.scoring.detection`), the same from
+the in-process detector and from Triton.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from serving.scoring.detection import Detection
 from stream.events import ModelVersions
 
-
-@dataclass(frozen=True)
-class Detection:
-    """One image's result from the detector (before it becomes a `Verdict`).
-
-    Attributes:
-        label: ``ai_generated``, ``real`` or ``uncertain``.
-        probability: Calibrated probability of AI-generated.
-        threshold: Decision threshold of the decision head.
-        uncertain_low: Lower edge of the uncertain band.
-        head_scores: Raw score per head instance.
-        nearest_exemplars: kNN evidence as ``"<bank> <cosine> <id>"`` strings.
-    """
-
-    label: str
-    probability: float
-    threshold: float
-    uncertain_low: float
-    head_scores: Mapping[str, float]
-    nearest_exemplars: tuple[str, ...]
+__all__ = ["Detection", "Detector", "ModelInfo"]
 
 
 @dataclass(frozen=True)

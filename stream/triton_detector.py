@@ -73,24 +73,13 @@ class TritonDetector:
     async def detect(self, images: npt.NDArray[np.uint8]) -> Sequence[Detection]:
         """One Triton call (split by the client only above ``max_batch_size``)."""
         try:
-            raw = await self._client.detect(images)
+            return await self._client.detect(images)
         except InferenceUnavailableError as exc:
             raise TransientError(str(exc)) from exc
         except InvalidInputError as exc:
             raise PoisonMessageError(
                 str(exc), error_class="invalid_input", stage="infer"
             ) from exc
-        return [
-            Detection(
-                label=r["label"],
-                probability=r["probability"],
-                threshold=r["threshold"],
-                uncertain_low=r["uncertain_low"],
-                head_scores=r["head_scores"],
-                nearest_exemplars=tuple(r["nearest_exemplars"]),
-            )
-            for r in raw
-        ]
 
     async def ready(self) -> bool:
         """Whether the pipeline model is loaded and reachable."""

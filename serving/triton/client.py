@@ -26,6 +26,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from serving.encoders.base import Encoding
 from serving.errors import InferenceUnavailableError, InvalidInputError
+from serving.scoring.detection import N_EXEMPLARS, Detection
 from serving.triton import names
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ T = TypeVar("T")
 Arrays = dict[str, npt.NDArray[Any]]
 _RETRYABLE: Final = ("StatusCode.UNAVAILABLE",)
 _INVALID: Final = ("StatusCode.INVALID_ARGUMENT",)
-N_EXEMPLARS: Final = 5  # as many as `serving.detector.Detector` reports
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,8 @@ class TritonDetectorClient:
             out[names.CLS_TOKENS.name].astype(np.float32, copy=False),
         )
 
-    async def detect(self, images: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
-        """One verdict per image, with the fields `serving.detector.Detector` gives."""
+    async def detect(self, images: npt.NDArray[np.uint8]) -> list[Detection]:
+        """One `Detection` per image, as `serving.detector.Detector` gives it."""
         _check_array(images)
         info = await self.detector_info()
         names_out = tuple(t.name for t in names.PIPELINE_OUTPUTS)
@@ -232,17 +232,17 @@ def _input_name(model: str) -> str:
     return inputs[0].name
 
 
-def _verdict(out: Arrays, i: int, info: DetectorInfo) -> dict[str, Any]:
+def _verdict(out: Arrays, i: int, info: DetectorInfo) -> Detection:
     exemplars = [bytes(s).decode("utf-8") for s in out[names.EXEMPLARS.name][i]]
-    return {
-        "label": bytes(out[names.LABEL.name][i, 0]).decode("utf-8"),
-        "probability": float(out[names.PROBABILITY.name][i, 0]),
-        "threshold": info.threshold,
-        "uncertain_low": info.uncertain_low,
-        "head_scores": {
+    return Detection(
+        label=bytes(out[names.LABEL.name][i, 0]).decode("utf-8"),
+        probability=float(out[names.PROBABILITY.name][i, 0]),
+        threshold=info.threshold,
+        uncertain_low=info.uncertain_low,
+        head_scores={
             info.heads[kind]: float(out[names.head_score(kind).name][i, 0])
             for kind in names.HEAD_MODELS
         },
-        "nearest_exemplars": exemplars[:N_EXEMPLARS],
-        "versions": info.versions,
-    }
+        nearest_exemplars=tuple(exemplars[:N_EXEMPLARS]),
+        versions=info.versions,
+    )

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -180,17 +180,14 @@ async def test_triton_detector_matches_in_process(
     async with TritonDetectorClient(server.grpc_url, timeout_s=TIMEOUT_S) as client:
         got = await client.detect(batch)
     want = Detector.open(encoder, artifacts).score_pixels(batch)
-    assert {w["label"] for w in want} >= {"real", "ai_generated"}  # a meaningful check
+    assert {w.label for w in want} >= {"real", "ai_generated"}  # a meaningful check
     for g, w in zip(got, want, strict=True):
-        assert g["label"] == w["label"]
-        assert g["probability"] == pytest.approx(w["probability"], abs=ATOL)
-        assert g["head_scores"] == pytest.approx(w["head_scores"], abs=ATOL)
-        assert (g["threshold"], g["uncertain_low"]) == (
-            w["threshold"],
-            w["uncertain_low"],
-        )
-        assert _ids(g["nearest_exemplars"]) == _ids(w["nearest_exemplars"])
-        assert g["versions"] == w["versions"]
+        assert g.label == w.label
+        assert g.probability == pytest.approx(w.probability, abs=ATOL)
+        assert dict(g.head_scores) == pytest.approx(dict(w.head_scores), abs=ATOL)
+        assert (g.threshold, g.uncertain_low) == (w.threshold, w.uncertain_low)
+        assert _ids(g.nearest_exemplars) == _ids(w.nearest_exemplars)
+        assert g.versions == w.versions
 
 
 async def test_triton_batched_and_concurrent_requests_equal_single_requests(
@@ -205,9 +202,11 @@ async def test_triton_batched_and_concurrent_requests_equal_single_requests(
         )
     for s, t, (c,) in zip(single, together, concurrent, strict=True):
         for other in (t, c):
-            assert other["label"] == s["label"]
-            assert other["probability"] == pytest.approx(s["probability"], abs=1e-6)
-            assert other["head_scores"] == pytest.approx(s["head_scores"], abs=1e-6)
+            assert other.label == s.label
+            assert other.probability == pytest.approx(s.probability, abs=1e-6)
+            assert dict(other.head_scores) == pytest.approx(
+                dict(s.head_scores), abs=1e-6
+            )
 
 
 @pytest.mark.parametrize(
@@ -246,6 +245,6 @@ def test_triton_cli_serves_until_sigterm(repo: Path) -> None:
             proc.wait()
 
 
-def _ids(exemplars: list[str]) -> list[tuple[str, str]]:
+def _ids(exemplars: Sequence[str]) -> list[tuple[str, str]]:
     """Bank and image id of each exemplar (the cosine text may differ in the last digit)."""
     return [(e.split()[0], e.split()[2]) for e in exemplars]

@@ -307,8 +307,11 @@ class Rig:
     def worker_env(self, runner: str, **extra: str) -> dict[str, str]:
         """The worker's environment: this rig's broker, Triton and topics."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHGUARD_")}
+        tmp = self.work / "tmp"  # a SIGKILLed faust worker leaves its datadir here
+        tmp.mkdir(parents=True, exist_ok=True)
         env.update(
             PYTHONPATH=str(ROOT),
+            TMPDIR=str(tmp),
             SYNTHGUARD_LOG_LEVEL="WARNING",
             SYNTHGUARD_RUNNER=runner,
             SYNTHGUARD_KAFKA__BOOTSTRAP_SERVERS=self.broker.bootstrap,

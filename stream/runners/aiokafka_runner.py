@@ -30,7 +30,7 @@ from stream.events import SourceRef
 from stream.kafka_security import aiokafka_security
 from stream.offsets import OffsetTracker
 from stream.pipeline import Pipeline
-from stream.records import Incoming, Outcome
+from stream.records import Incoming
 from stream.runners.common import (
     ASSIGNORS,
     FATAL_GROUP_ERRORS,
@@ -38,8 +38,7 @@ from stream.runners.common import (
     OutRecord,
     Worker,
     build_pipeline,
-    process_until_done,
-    publish,
+    step,
 )
 
 logger = logging.getLogger(__name__)
@@ -163,8 +162,10 @@ class AioKafkaRunner:
         if task.cancelled() or task.exception() is None:
             return
         # a bug, not a bad event (those are DLQ records): stop, never skip
-        logger.error("batch task failed; stopping", exc_info=task.exception())
-        self._failure = self._failure or task.exception()
+        exc = task.exception()
+        logger.error("batch failed; stopping, not committed", exc_info=exc)
+        self._failure = self._failure or exc
+        self.worker.health.dead = f"batch failed: {exc!r}"
         self._stop.set()
 
     def _backpressure(self) -> None:
@@ -186,25 +187,20 @@ class AioKafkaRunner:
             if self._pipeline is None or generation != self._generation:
                 return
             batch = [incoming(r) for r in records]
-            outcomes = await process_until_done(
-                self.worker, self._pipeline, batch, self._stop
-            )
-            if outcomes is None or not await self._publish(outcomes):
+            if not await step(
+                self.worker, self._pipeline, batch, self._send, self._stop
+            ):
                 return  # stopping: not delivered, so not committed
-            self.worker.metrics.observe_batch(outcomes, [b.timestamp_ms for b in batch])
             if generation != self._generation:
                 return  # revoked meanwhile: the tracker was reset
             for r in records:
                 self.tracker.done(_tp(r), r.offset)
         await self._commit()
 
-    async def _publish(self, outcomes: Sequence[Outcome]) -> bool:
-        async def send(out: OutRecord) -> Any:
-            return await self.producer.send(
-                out.topic, out.value, key=out.key, headers=out.headers
-            )
-
-        return await publish(self.worker, outcomes, send, self._stop)
+    async def _send(self, out: OutRecord) -> Any:
+        return await self.producer.send(
+            out.topic, out.value, key=out.key, headers=out.headers
+        )
 
     async def _commit(self) -> None:
         assigned = self.consumer.assignment()

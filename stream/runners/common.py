@@ -7,7 +7,11 @@
 - `encode`: an outcome as a Kafka record (verdict JSON, or the original payload with
   DLQ headers).
 - `publish`: send a batch's records and await every ack, retrying the whole batch on
-  broker errors; records the ``publish`` stage time.
+  retriable broker errors; records the ``publish`` stage time.
+- `step`: process → publish → observe, the one batch step of both runners. It
+  returns whether the batch was delivered (only then may it be committed) and raises
+  on a bug; both runners then stop without committing the batch, so the
+  orchestrator restarts the worker and the batch is redelivered (docs/streaming.md).
 - `LagGauge`: highwater minus position per assigned partition, at most once a second.
 """
 
@@ -28,10 +32,11 @@ from aiokafka.errors import (
     InvalidGroupIdError,
     InvalidSessionTimeoutError,
     KafkaError,
+    KafkaTimeoutError,
 )
 
 from stream.decode import DecodeLimits
-from stream.errors import TransientError
+from stream.errors import FatalError, TransientError
 from stream.fetch import FetchLimits
 from stream.health import Health
 from stream.metrics import StreamMetrics
@@ -198,6 +203,10 @@ async def publish(
     Returns:
         True once every record is acknowledged; False if stopped first (then
         nothing of the batch may be committed).
+
+    Raises:
+        FatalError: the broker refused for good (not `KafkaError.retriable`:
+            authorisation, record too large); retrying would never end.
     """
     delay = 0.5
     start = time.perf_counter()
@@ -206,6 +215,9 @@ async def publish(
             acks = [await send(encode(o, worker.settings.kafka)) for o in outcomes]
             await asyncio.gather(*acks)
         except KafkaError as exc:
+            # aiokafka's timeouts (no metadata, expired batch) are outages, not refusals
+            if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
+                raise FatalError(f"publish refused: {exc!r}") from exc
             logger.warning("publish failed (%r); retrying the batch", exc)
             if stop.is_set():
                 return False
@@ -215,6 +227,26 @@ async def publish(
         seconds = time.perf_counter() - start
         worker.metrics.stage_seconds.labels("publish").observe(seconds)
         return True
+
+
+async def step(
+    worker: Worker,
+    pipeline: Pipeline,
+    batch: Sequence[Incoming],
+    send: Send,
+    stop: asyncio.Event,
+) -> bool:
+    """Process, publish and observe one batch: True once it is delivered.
+
+    False means stopped first: nothing of the batch may be committed. Any exception
+    is a bug or a refusal (`publish`), never a bad event (those are DLQ records):
+    the runner stops without committing the batch.
+    """
+    outcomes = await process_until_done(worker, pipeline, batch, stop)
+    if outcomes is None or not await publish(worker, outcomes, send, stop):
+        return False
+    worker.metrics.observe_batch(outcomes, [b.timestamp_ms for b in batch])
+    return True
 
 
 class PartitionConsumer(Protocol):

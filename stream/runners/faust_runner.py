@@ -1,11 +1,12 @@
 """Adapter: the faust-streaming alternative runner on the same pipeline.
 
 One agent with ``concurrency=1`` (faust commits past in-flight messages with more,
-faust-streaming#606) takes batches with ``take_events``. Errors are captured per
-message (DLQ records), nothing raises out of a batch and no table is written inside
-``take`` (faust would ack, i.e. skip, the batch). The tritonclient aio client is
-created inside the agent, on faust's loop. ``producer_max_batch_size=1`` keeps every
-record in its own batch (Tansu's ListOffsets bug).
+faust-streaming#606) takes batches with ``take_events``. Bad events are DLQ records;
+a bug stops the worker without committing its batch (`step`); nothing raises out of
+``take`` and no table is written inside it (faust would ack, i.e. skip, the batch).
+The tritonclient aio client is created inside the agent, on faust's loop.
+``producer_max_batch_size=1`` keeps every record in its own batch (Tansu's ListOffsets
+bug).
 
 faust acks a ``take`` batch in a ``finally``, even when the agent is cancelled at
 shutdown. A batch held by a Triton outage therefore has its messages marked as
@@ -40,15 +41,14 @@ from stream.events import SourceRef
 from stream.health import HealthServer, announce
 from stream.kafka_security import faust_credentials
 from stream.readiness import close_probe
-from stream.records import Failure, Incoming, Outcome
+from stream.records import Incoming
 from stream.runners.common import (
     FATAL_GROUP_ERRORS,
     LagGauge,
     OutRecord,
     Worker,
     build_pipeline,
-    process_until_done,
-    publish,
+    step,
 )
 from stream.settings import StreamSettings
 from stream.triton_detector import triton_detector
@@ -183,37 +183,24 @@ class FaustRunner:
         w = self.settings.worker
         within = max(w.batch_wait_ms, 10) / 1000
         async for events in stream.take_events(w.batch_max, within=within):
-            held = list(events)
+            held, batch = list(events), [incoming(e) for e in events]
+            for e in batch:
+                self.worker.metrics.consumed.labels(e.source.topic).inc()
             try:
-                outcomes = await self._outcomes(pipeline, held, stop)
-                if outcomes is not None and await self._publish(outcomes, stop):
+                if await step(self.worker, pipeline, batch, self._send, stop):
                     held = []
-                    batch_ts = [incoming(e).timestamp_ms for e in events]
-                    self.worker.metrics.observe_batch(outcomes, batch_ts)
                     await self._lag.update(self.app.consumer)
+            except Exception as exc:  # a bug: stop as the aiokafka runner does
+                logger.exception("batch failed; stopping, not committed")
+                self._die(f"batch failed: {exc!r}")
+                return  # `held` stays withheld; raising would restart the agent
             finally:
                 _withhold(held)
             yield None
 
-    async def _outcomes(
-        self, pipeline: Any, events: Sequence[Any], stop: asyncio.Event
-    ) -> list[Outcome] | None:
-        batch = [incoming(e) for e in events]
-        for e in batch:
-            self.worker.metrics.consumed.labels(e.source.topic).inc()
-        try:
-            return await process_until_done(self.worker, pipeline, batch, stop)
-        except Exception as exc:  # never raise out of take(): faust would skip it
-            logger.exception("batch failed unexpectedly; to the DLQ")
-            msg = f"{type(exc).__name__}: {exc}"
-            return [Failure(i, "internal", "pipeline", msg) for i in batch]
-
-    async def _publish(self, outcomes: Sequence[Outcome], stop: asyncio.Event) -> bool:
-        async def send(out: OutRecord) -> Any:
-            topic = self.out_topics[out.topic]
-            return await topic.send(key=out.key, value=out.value, headers=out.headers)
-
-        return await publish(self.worker, outcomes, send, stop)
+    async def _send(self, out: OutRecord) -> Any:
+        topic = self.out_topics[out.topic]
+        return await topic.send(key=out.key, value=out.value, headers=out.headers)
 
     async def start_health(self) -> None:
         """Serve ``/metrics``, ``/healthz``, ``/readyz`` and watch the group join.

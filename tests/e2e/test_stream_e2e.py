@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,6 +114,46 @@ async def test_e2e_sigkill_mid_batch_then_restart_loses_nothing(
     duplicates = sum(counts.values()) - len(ids)
     # only what was in flight when killed: at most two batches of 4
     assert duplicates <= 8, counts
+    assert await case.committed_total_reaches(len(ids)) == len(ids)
+    assert workers[-1].terminate() == 0
+
+
+# a bug in our code, loaded into the worker process through a sitecustomize module
+BUG = """
+from stream.pipeline import Pipeline
+
+async def _bug(self, batch):
+    raise RuntimeError("injected bug")
+
+Pipeline.handle_batch = _bug
+"""
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_e2e_a_bug_stops_without_commit_then_restart_redelivers(
+    runner: str,
+    broker: TansuBroker,
+    triton: TritonServer,
+    images_dir: Path,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    case = StreamCase(broker.bootstrap, triton.grpc_url)
+    await case.create_topics()
+    payloads, ids = file_events(_images(images_dir, 4), "bug-")
+    await case.produce(payloads)
+    (tmp_path / "bug").mkdir()
+    (tmp_path / "bug" / "sitecustomize.py").write_text(BUG)
+    env = case.env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "bug"), env["PYTHONPATH"]])
+    workers.append(WorkerProcess(runner, env, tmp_path))
+    assert await asyncio.to_thread(workers[0].proc.wait, 90) == 2  # FatalError
+    assert "injected bug" in workers[0].err.read_text(errors="replace")
+    assert await case.committed_total() == 0  # the batch is not skipped
+    assert await case.dlq_read(1, 2) == []  # nor turned into DLQ records
+    workers.append(WorkerProcess(runner, case.env(), tmp_path))
+    counts = await case.ids_verdicted(set(ids), 120)  # redelivered after the restart
+    assert set(counts) == set(ids), workers[-1].log_tail()
     assert await case.committed_total_reaches(len(ids)) == len(ids)
     assert workers[-1].terminate() == 0
 

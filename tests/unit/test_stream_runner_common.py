@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    TopicAuthorizationFailedError,
+)
 
 from stream.app import make_worker
 from stream.errors import FatalError
@@ -23,14 +29,18 @@ def _failure(offset: int) -> Failure:
     return Failure(Incoming(b"x", source), "truncated", "decode", "cut")
 
 
-async def test_publish_retries_the_batch_then_records_the_stage() -> None:
+# a timeout (no metadata, expired batch) is an outage even though not `retriable`
+@pytest.mark.parametrize("error", [KafkaConnectionError, KafkaTimeoutError])
+async def test_publish_retries_the_batch_then_records_the_stage(
+    error: type[KafkaError],
+) -> None:
     worker = make_worker(StreamSettings())
     sent: list[OutRecord] = []
     failures = [1]
 
     async def send(out: OutRecord) -> asyncio.Future[Any]:
         if failures and failures.pop():
-            raise KafkaConnectionError("broker away")
+            raise error("broker away")
         sent.append(out)
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         done.set_result(None)
@@ -54,6 +64,24 @@ async def test_publish_gives_up_when_stopping() -> None:
     assert not await publish(worker, [_failure(0)], send, stop)
     get = worker.metrics.registry.get_sample_value
     assert get("synthguard_stage_duration_seconds_count", {"stage": "publish"}) == 0
+
+
+@pytest.mark.parametrize(
+    "error", [TopicAuthorizationFailedError, MessageSizeTooLargeError]
+)
+async def test_publish_raises_on_a_refusal_instead_of_retrying(
+    error: type[KafkaError],
+) -> None:
+    worker = make_worker(StreamSettings())
+    sends: list[OutRecord] = []
+
+    async def send(out: OutRecord) -> asyncio.Future[Any]:
+        sends.append(out)
+        raise error("refused")
+
+    with pytest.raises(FatalError, match="publish refused"):
+        await asyncio.wait_for(publish(worker, [_failure(0)], send, asyncio.Event()), 2)
+    assert len(sends) == 1
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class LogRegConfig:
         seed: Seed of the fold assignment.
     """
 
-    c_grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+    c_grid: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     max_iter: int = 500
     folds: int = 5
     seed: int = 0

@@ -44,10 +44,11 @@ from serving.encoders.onnx_clip import (
     ONNX_SHA256,
     default_cache_dir,
     locate_weights,
+    run_stack,
 )
 from serving.errors import ArtifactMismatchError, InvalidInputError
 from serving.hashing import sha256_file
-from serving.preprocessing import CLIP_MEAN, CLIP_STD, SIZE, normalize
+from serving.preprocessing import CLIP_MEAN, CLIP_STD, SIZE
 
 if TYPE_CHECKING:
     import torch
@@ -361,17 +362,6 @@ class OnnxFp32ClipEncoder:
 
     def encode(self, pixels: npt.NDArray[np.uint8]) -> Encoding:
         """Encode (n, 224, 224, 3) uint8 images, `batch_size` per onnxruntime call."""
-        if pixels.ndim != 4 or pixels.shape[1:] != (SIZE, SIZE, 3):
-            raise InvalidInputError(
-                f"expected (n, 224, 224, 3) uint8, got {pixels.shape}"
-            )
-        info = self._info
-        embeds = np.zeros((len(pixels), info.embed_dim), dtype=np.float32)
-        blocks = np.zeros((len(pixels), info.n_blocks, info.block_dim), np.float32)
-        for i in range(0, len(pixels), self._batch_size):
-            chunk = normalize(pixels[i : i + self._batch_size])
-            emb, cls = self._session.run(
-                [EMBEDS_OUTPUT, CLS_OUTPUT], {self._input: chunk}
-            )
-            embeds[i : i + len(chunk)], blocks[i : i + len(chunk)] = emb, cls
-        return Encoding(embeds, blocks)
+        return run_stack(
+            self._session, self._input, self._info, pixels, self._batch_size
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -165,19 +165,38 @@ class OnnxClipEncoder:
 
     def encode(self, pixels: npt.NDArray[np.uint8]) -> Encoding:
         """Encode (n, 224, 224, 3) uint8 images, one onnxruntime call per image."""
-        if pixels.ndim != 4 or pixels.shape[1:] != (SIZE, SIZE, 3):
-            raise InvalidInputError(
-                f"expected (n, 224, 224, 3) uint8, got {pixels.shape}"
-            )
-        info = self._info
-        embeds = np.zeros((len(pixels), info.embed_dim), dtype=np.float32)
-        blocks = np.zeros((len(pixels), info.n_blocks, info.block_dim), np.float32)
-        for i in range(len(pixels)):
-            emb, cls = self._session.run(
-                [EMBEDS_OUTPUT, CLS_OUTPUT], {self._input: normalize(pixels[i : i + 1])}
-            )
-            embeds[i], blocks[i] = emb[0], cls[0]
-        return Encoding(embeds, blocks)
+        return run_stack(self._session, self._input, self._info, pixels, batch_size=1)
+
+
+def run_stack(
+    session: Any,
+    input_name: str,
+    info: EncoderInfo,
+    pixels: npt.NDArray[np.uint8],
+    batch_size: int,
+) -> Encoding:
+    """Run a graph with ``image_embeds`` and ``cls_tokens`` outputs, in chunks.
+
+    Args:
+        session: The onnxruntime ``InferenceSession``.
+        input_name: Its pixel input.
+        info: The encoder's identity (output widths).
+        pixels: (n, 224, 224, 3) uint8 images.
+        batch_size: Images per call (1 for the dynamically quantised int8 graph,
+            whose activation scales would couple batch-mates).
+
+    Raises:
+        InvalidInputError: `pixels` is not (n, 224, 224, 3).
+    """
+    if pixels.ndim != 4 or pixels.shape[1:] != (SIZE, SIZE, 3):
+        raise InvalidInputError(f"expected (n, 224, 224, 3) uint8, got {pixels.shape}")
+    embeds = np.zeros((len(pixels), info.embed_dim), dtype=np.float32)
+    blocks = np.zeros((len(pixels), info.n_blocks, info.block_dim), np.float32)
+    for i in range(0, len(pixels), batch_size):
+        chunk = normalize(pixels[i : i + batch_size])
+        emb, cls = session.run([EMBEDS_OUTPUT, CLS_OUTPUT], {input_name: chunk})
+        embeds[i : i + len(chunk)], blocks[i : i + len(chunk)] = emb, cls
+    return Encoding(embeds, blocks)
 
 
 def _token_of(path: Path) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from serving.errors import InvalidInputError
+from serving.scoring.metrics import roc_auc
 from serving.training.configs import LinearProbeConfig
 
 FloatArray = npt.NDArray[np.float32]
@@ -109,8 +110,16 @@ def _accuracy(probe: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(((probe(x).squeeze(1) > 0).float() == y).float().mean())
 
 
-def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of a module's state (the best epoch's weights)."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@torch.no_grad()
+def val_auc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """ROC-AUC of an eval-mode model's logits on validation rows (early stopping)."""
+    model.eval()
+    return roc_auc(y.numpy().astype(np.int64), model(x).numpy())
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -127,14 +136,14 @@ def _fit(
     )
     lrs: list[float] = []
     lr, bad = cfg.lr, 0
-    best_acc, best_epoch, best = -1.0, 0, _snapshot(probe)
+    best_acc, best_epoch, best = -1.0, 0, snapshot(probe)
     for epoch in range(cfg.max_epochs):
         lrs.append(lr)
         _train_epoch(probe, opt, x, y, cfg.batch_size)
         acc = _accuracy(probe, xv, yv)
         if acc > best_acc + cfg.min_delta:
             best_acc, best_epoch, bad = acc, epoch, 0
-            best = _snapshot(probe)
+            best = snapshot(probe)
             continue
         bad += 1
         if bad >= cfg.patience:

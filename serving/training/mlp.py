@@ -28,9 +28,14 @@ from torch import nn
 from serving.errors import InvalidInputError
 from serving.heads.mlp import LossName as LossName
 from serving.heads.mlp import MlpTrainConfig as MlpTrainConfig
-from serving.scoring.metrics import roc_auc
 from serving.scoring.mlp import MlpParams, fold_batchnorm
-from serving.training.linear import FloatArray, LabelArray, as_tensors
+from serving.training.linear import (
+    FloatArray,
+    LabelArray,
+    as_tensors,
+    snapshot,
+    val_auc,
+)
 from serving.training.losses import bce_per_sample, cvar_auc_loss
 from serving.training.sam import SAM, disable_running_stats, enable_running_stats
 
@@ -180,16 +185,6 @@ def _sam_epoch(
     enable_running_stats(model)
 
 
-@torch.no_grad()
-def _val_auc(model: MlpDetector, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    return roc_auc(y.numpy().astype(np.int64), model(x).numpy())
-
-
-def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
 def _fit(
     model: MlpDetector,
     data: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
@@ -213,13 +208,13 @@ def _fit(
         model.eval()
         return MlpTrainingSummary(n_epochs, n_epochs - 1, math.nan, ())
     history: list[float] = []
-    best_auc, best_epoch, best = -math.inf, 0, _snapshot(model)
+    best_auc, best_epoch, best = -math.inf, 0, snapshot(model)
     for epoch in range(cfg.epochs):
         _sam_epoch(model, sam, x, y, cfg)
         scheduler.step()
-        history.append(_val_auc(model, xv, yv))
+        history.append(val_auc(model, xv, yv))
         if history[-1] > best_auc:
-            best_auc, best_epoch, best = history[-1], epoch, _snapshot(model)
+            best_auc, best_epoch, best = history[-1], epoch, snapshot(model)
         elif cfg.patience is not None and epoch - best_epoch >= cfg.patience:
             break
     model.load_state_dict(best)

@@ -26,9 +26,14 @@ from torch.nn import functional
 
 from serving.errors import InvalidInputError
 from serving.heads.rine import RineTrainConfig as RineTrainConfig
-from serving.scoring.metrics import roc_auc
 from serving.scoring.rine import RineParams
-from serving.training.linear import FloatArray, LabelArray, as_tensors
+from serving.training.linear import (
+    FloatArray,
+    LabelArray,
+    as_tensors,
+    snapshot,
+    val_auc,
+)
 
 
 def _block(d_in: int, d_out: int, dropout: float) -> list[nn.Module]:
@@ -202,16 +207,6 @@ def _epoch(
         opt.step()
 
 
-@torch.no_grad()
-def _val_auc(net: RineNet, x: torch.Tensor, y: torch.Tensor) -> float:
-    net.eval()
-    return roc_auc(y.numpy().astype(np.int64), net(x).numpy())
-
-
-def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
 def _fit(
     net: RineNet,
     data: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
@@ -227,12 +222,12 @@ def _fit(
         net.eval()
         return RineTrainingSummary(n_epochs, n_epochs - 1, math.nan, ())
     history: list[float] = []
-    best_auc, best_epoch, best = -math.inf, 0, _snapshot(net)
+    best_auc, best_epoch, best = -math.inf, 0, snapshot(net)
     for epoch in range(cfg.max_epochs):
         _epoch(net, opt, x, y, cfg)
-        history.append(_val_auc(net, xv, yv))
+        history.append(val_auc(net, xv, yv))
         if history[-1] > best_auc:
-            best_auc, best_epoch, best = history[-1], epoch, _snapshot(net)
+            best_auc, best_epoch, best = history[-1], epoch, snapshot(net)
         elif epoch - best_epoch >= cfg.patience:
             break
     net.load_state_dict(best)

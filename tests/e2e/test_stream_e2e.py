@@ -147,12 +147,13 @@ async def test_e2e_a_bug_stops_without_commit_then_restart_redelivers(
     env = case.env()
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "bug"), env["PYTHONPATH"]])
     workers.append(WorkerProcess(runner, env, tmp_path))
-    assert await asyncio.to_thread(workers[0].proc.wait, 90) == 2  # FatalError
+    # generous: faust's start + group join + clean stop on 2 loaded cores
+    assert await asyncio.to_thread(workers[0].proc.wait, 240) == 2  # FatalError
     assert "injected bug" in workers[0].err.read_text(errors="replace")
     assert await case.committed_total() == 0  # the batch is not skipped
     assert await case.dlq_read(1, 2) == []  # nor turned into DLQ records
     workers.append(WorkerProcess(runner, case.env(), tmp_path))
-    counts = await case.ids_verdicted(set(ids), 120)  # redelivered after the restart
+    counts = await case.ids_verdicted(set(ids), 240)  # redelivered after the restart
     assert set(counts) == set(ids), workers[-1].log_tail()
     assert await case.committed_total_reaches(len(ids)) == len(ids)
     assert workers[-1].terminate() == 0

@@ -124,9 +124,10 @@ def test_health_endpoint_up_before_the_broker_answers(
 ) -> None:
     proc = start_worker(runner, worker_env(f"127.0.0.1:{free_port()}", tmp_path))
     try:
-        ready = wait_announced(proc, timeout_s=20)
+        ready = wait_announced(proc, timeout_s=60)
         healthz = ready.replace("/readyz", "/healthz")
-        with urllib.request.urlopen(healthz, timeout=5) as resp:  # noqa: S310 - loopback
+        # a liveness bound, generous for faust's start on 2 loaded cores
+        with urllib.request.urlopen(healthz, timeout=30) as resp:  # noqa: S310 - loopback
             assert resp.status == 200
     finally:
         ensure_stopped(proc)

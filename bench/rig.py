@@ -38,15 +38,13 @@ def tiny_repo(work: Path) -> Path:
     """A Triton repository exported from the tiny-profile artifacts (built once).
 
     The artifacts are the ones ``synthguard stream-demo --tiny`` trains
-    (`stream.assets`), under ``$SYNTHGUARD_HOME`` (default ``.synthguard``).
+    (`serving.jobs.ensure_demo_artifacts`), under ``$SYNTHGUARD_HOME`` (default ``.synthguard``).
     """
+    from serving.jobs import ensure_demo_artifacts
     from serving.settings import ServingSettings
-    from stream.assets import AssetPaths, ensure_artifacts, export_repo
+    from stream.assets import export_repo
 
-    settings = ServingSettings()
-    artifacts = ensure_artifacts(
-        settings, AssetPaths.for_profile(settings, True), True, False
-    )
+    artifacts = ensure_demo_artifacts(ServingSettings(), tiny=True, progress=False)
     return export_repo(artifacts, work / "model_repository")
 
 

@@ -44,20 +44,6 @@ def ensure_bench(
     return bench
 
 
-def ensure_artifacts(
-    settings: ServingSettings, paths: AssetPaths, tiny: bool, progress: bool
-) -> Path:
-    """Train and calibrate the heads on the benchmark unless artifacts exist.
-
-    The demo profile (head options, decision chosen by leave-one-family-out) is
-    `serving.jobs`', so ``synthguard eval-demo`` and the stream demo share it.
-    """
-    from serving.jobs import ensure_demo_artifacts
-
-    del paths  # always the profile's (`AssetPaths.for_profile`)
-    return ensure_demo_artifacts(settings, tiny, progress)
-
-
 def export_repo(artifacts: Path, out: Path) -> Path:
     """Export a Triton model repository into `out` (the encoder symlinked)."""
     from serving.triton.export import export_repository

@@ -96,13 +96,12 @@ def cmd_up(
     args: argparse.Namespace, serving: ServingSettings, settings: StreamSettings
 ) -> int:
     """Start the stack, print its endpoints, run until SIGINT/SIGTERM."""
-    from stream.assets import AssetPaths, ensure_artifacts, export_repo
+    from serving.jobs import ensure_demo_artifacts
+    from stream.assets import export_repo
     from stream.stack import Stack
 
     progress = not args.no_progress
-    artifacts = args.artifacts or ensure_artifacts(
-        serving, AssetPaths.for_profile(serving, args.tiny), args.tiny, progress
-    )
+    artifacts = args.artifacts or ensure_demo_artifacts(serving, args.tiny, progress)
     work = Path(tempfile.mkdtemp(prefix="synthguard-up-"))
     repo = export_repo(artifacts, work / "model_repository")
     with Stack(repo, settings, work) as stack:

@@ -23,8 +23,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
+from serving.jobs import ensure_demo_artifacts
 from serving.settings import ServingSettings
-from stream.assets import AssetPaths, ensure_artifacts, export_repo
+from stream.assets import AssetPaths, export_repo
 from stream.errors import FatalError
 from stream.produce import IMAGE_SUFFIXES, Mode, publish_files
 from stream.report import Arrival, LabelledImage, summary_text
@@ -76,7 +77,7 @@ def run_stream_demo(
 ) -> int:
     """Run the whole demo; returns the exit code (1 if verdicts were missing)."""
     paths = AssetPaths.for_profile(serving_settings, opts.tiny)
-    artifacts = ensure_artifacts(serving_settings, paths, opts.tiny, opts.progress)
+    artifacts = ensure_demo_artifacts(serving_settings, opts.tiny, opts.progress)
     images = pick_images(paths.bench / "test", opts.limit, opts.seed)
     work = Path(tempfile.mkdtemp(prefix="synthguard-stream-demo-"))
     repo = export_repo(artifacts, work / "model_repository")

@@ -38,8 +38,8 @@ if __name__ == "__main__":  # run as a script: bench/ would shadow the packages
 from PIL import Image
 
 from bench.rig import Rig, Worker, stop_on_sigterm, tiny_bench_images, tiny_repo
+from stream.dev.testing import truncated_jpeg
 from stream.events import UploadEvent, utc_now
-from stream.testing import truncated_jpeg
 
 PLAN = ("worker_sigkill",) * 3 + ("triton_sigkill", "broker_sigstop")
 

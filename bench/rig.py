@@ -27,9 +27,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from serving.triton.server import ServerOptions, TritonServer
-from stream.broker import TansuBroker, create_topics
+from stream.dev.broker import TansuBroker, create_topics
+from stream.dev.produce import producer
 from stream.events import DeadLetterHeaders
-from stream.produce import producer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def tiny_repo(work: Path) -> Path:
     """
     from serving.jobs import ensure_demo_artifacts
     from serving.settings import ServingSettings
-    from stream.assets import export_repo
+    from stream.dev.assets import export_repo
 
     artifacts = ensure_demo_artifacts(ServingSettings(), tiny=True, progress=False)
     return export_repo(artifacts, work / "model_repository")
@@ -51,7 +51,7 @@ def tiny_repo(work: Path) -> Path:
 def tiny_bench_images() -> list[Path]:
     """Every image file of the tiny benchmark (real and generated)."""
     from serving.settings import ServingSettings
-    from stream.assets import AssetPaths
+    from stream.dev.assets import AssetPaths
 
     paths = AssetPaths.for_profile(ServingSettings(), True)
     suffixes = {".jpg", ".jpeg", ".png", ".webp"}

@@ -47,9 +47,9 @@ from serving.settings import ServingSettings
 from serving.triton.client import TritonDetectorClient
 from serving.triton.export import export_repository
 from serving.triton.server import TritonServer
-from stream.broker import TansuBroker, create_topics
-from stream.produce import IMAGE_SUFFIXES, producer, upload_event
-from stream.report import percentile
+from stream.dev.broker import TansuBroker, create_topics
+from stream.dev.produce import IMAGE_SUFFIXES, producer, upload_event
+from stream.dev.report import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = ("bench.uploads", "bench.verdicts", "bench.dlq")

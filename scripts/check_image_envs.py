@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT / "tests" / "e2e"), str(ROOT / "tests"), str(ROOT)]
 from stream_harness import StreamCase, file_events  # noqa: E402
 
 from serving.settings import ServingSettings  # noqa: E402
-from stream.broker import TansuBroker  # noqa: E402
+from stream.dev.broker import TansuBroker  # noqa: E402
 
 PIP = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
 SERVE = """

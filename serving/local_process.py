@@ -1,6 +1,6 @@
 """Adapter: what the local server launchers share.
 
-Used by `serving.triton.server` (tritonserver) and ``stream.broker`` (Tansu): a free
+Used by `serving.triton.server` (tritonserver) and ``stream.dev.broker`` (Tansu): a free
 loopback port and a SIGTERM-then-SIGKILL stop.
 """
 

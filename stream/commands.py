@@ -22,7 +22,7 @@ from serving.settings import ServingSettings
 from stream.settings import StreamSettings
 
 if TYPE_CHECKING:
-    from stream.stack import Stack
+    from stream.dev.stack import Stack
 
 Command = Callable[[argparse.Namespace, ServingSettings, StreamSettings], int]
 
@@ -70,8 +70,8 @@ def cmd_produce(
     args: argparse.Namespace, _serving: ServingSettings, settings: StreamSettings
 ) -> int:
     """Publish one event per image; one JSON line per event on stdout."""
+    from stream.dev.produce import image_files, publish_files
     from stream.kafka_security import aiokafka_security
-    from stream.produce import image_files, publish_files
 
     files = image_files(args.paths)[: args.limit]
     published = asyncio.run(
@@ -97,8 +97,8 @@ def cmd_up(
 ) -> int:
     """Start the stack, print its endpoints, run until SIGINT/SIGTERM."""
     from serving.jobs import ensure_demo_artifacts
-    from stream.assets import export_repo
-    from stream.stack import Stack
+    from stream.dev.assets import export_repo
+    from stream.dev.stack import Stack
 
     progress = not args.no_progress
     artifacts = args.artifacts or ensure_demo_artifacts(serving, args.tiny, progress)
@@ -127,8 +127,8 @@ async def _serve_stack(stack: Stack) -> None:
 def cmd_stream_demo(
     args: argparse.Namespace, serving: ServingSettings, settings: StreamSettings
 ) -> int:
-    """The one-command demo (see `stream.demo`)."""
-    from stream.demo import DemoOptions, run_stream_demo
+    """The one-command demo (see `stream.dev.demo`)."""
+    from stream.dev.demo import DemoOptions, run_stream_demo
 
     opts = DemoOptions(
         tiny=args.tiny,

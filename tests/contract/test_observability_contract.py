@@ -22,7 +22,7 @@ from observability import ALLOWED_OUTSIDE_WORKER, all_named_metrics, sample_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.local_process import free_port
-from stream.broker import TansuBroker
+from stream.dev.broker import TansuBroker
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 

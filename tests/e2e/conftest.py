@@ -16,7 +16,7 @@ from triton_fixtures import (
 )
 
 from serving.triton.server import ServerOptions, TritonServer
-from stream.broker import TansuBroker
+from stream.dev.broker import TansuBroker
 
 
 @pytest.fixture(scope="session")

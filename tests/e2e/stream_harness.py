@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.broker import create_topics
+from stream.dev.broker import create_topics
+from stream.dev.produce import producer, upload_event
+from stream.dev.testing import committed_offsets, read_topic
 from stream.events import DeadLetterHeaders, UploadEvent, utc_now
-from stream.produce import producer, upload_event
-from stream.testing import committed_offsets, read_topic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 2

@@ -22,8 +22,8 @@ from promql_names import dashboard_exprs, substitute
 from stream_harness import StreamCase, WorkerProcess, file_events, inline_event
 
 from serving.triton.server import TritonServer
-from stream.broker import TansuBroker
-from stream.testing import truncated_jpeg
+from stream.dev.broker import TansuBroker
+from stream.dev.testing import truncated_jpeg
 
 # exported only once something happened to create a label child
 EVENT_DRIVEN = {"synthguard_detector_failures_total"}

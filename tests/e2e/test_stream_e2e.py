@@ -21,8 +21,8 @@ from stream_harness import (
 )
 
 from serving.triton.server import ServerOptions, TritonServer
-from stream.broker import TansuBroker
-from stream.testing import bomb_png, truncated_jpeg
+from stream.dev.broker import TansuBroker
+from stream.dev.testing import bomb_png, truncated_jpeg
 
 RUNNERS = ("aiokafka", "faust")
 HEADS = {"knn_k1", "linear_probe", "mlp", "rine"}

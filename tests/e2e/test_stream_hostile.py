@@ -13,7 +13,7 @@ import pytest
 from bench.hostile import VERDICT, cases, run_cases
 from bench.rig import Rig
 from serving.triton.server import TritonServer
-from stream.broker import TansuBroker
+from stream.dev.broker import TansuBroker
 
 
 @pytest.mark.parametrize("runner", ["aiokafka"])

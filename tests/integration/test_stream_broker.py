@@ -16,9 +16,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.app import make_worker
-from stream.broker import TansuBroker, create_topics, locate_tansu
+from stream.dev.broker import TansuBroker, create_topics, locate_tansu
+from stream.dev.produce import producer
 from stream.errors import FatalError
-from stream.produce import producer
 from stream.readiness import close_probe
 from stream.settings import StreamSettings
 

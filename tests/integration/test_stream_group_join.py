@@ -18,11 +18,11 @@ from worker_process import ensure_stopped, start_worker, wait_announced, worker_
 
 from serving.local_process import free_port
 from stream.app import make_worker, serve
-from stream.broker import TansuBroker, create_topics, locate_tansu
+from stream.dev.broker import TansuBroker, create_topics, locate_tansu
+from stream.dev.testing import FakeDetector
 from stream.errors import FatalError
 from stream.runners.common import ASSIGNORS
 from stream.settings import KafkaSettings, StreamSettings
-from stream.testing import FakeDetector
 
 RUNNERS = ("aiokafka", "faust")
 

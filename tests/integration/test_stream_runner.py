@@ -19,19 +19,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream.app import make_worker, serve
-from stream.broker import TansuBroker, create_topics, locate_tansu
-from stream.errors import FatalError
-from stream.events import DeadLetterHeaders, UploadEvent, utc_now
-from stream.produce import producer
-from stream.runners.common import Worker
-from stream.settings import StreamSettings
-from stream.testing import (
+from stream.dev.broker import TansuBroker, create_topics, locate_tansu
+from stream.dev.produce import producer
+from stream.dev.testing import (
     FakeDetector,
     committed_offsets,
     jpeg_bytes,
     read_topic,
     truncated_jpeg,
 )
+from stream.errors import FatalError
+from stream.events import DeadLetterHeaders, UploadEvent, utc_now
+from stream.runners.common import Worker
+from stream.settings import StreamSettings
 
 PARTITIONS = 2
 

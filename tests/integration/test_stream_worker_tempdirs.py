@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from worker_process import ensure_stopped, start_worker, wait_announced, worker_env
 
-from stream.broker import TansuBroker, locate_tansu
+from stream.dev.broker import TansuBroker, locate_tansu
 from stream.errors import FatalError
 
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from stream.decode import DecodeLimits, decode_image
+from stream.dev.testing import bomb_png, jpeg_bytes, truncated_jpeg
 from stream.errors import PoisonMessageError
 from stream.settings import DecodeSettings
-from stream.testing import bomb_png, jpeg_bytes, truncated_jpeg
 
 
 def _encoded(img: Image.Image, fmt: str, **kw: object) -> bytes:

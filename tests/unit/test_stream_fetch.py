@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from stream.dev.testing import jpeg_bytes
 from stream.errors import PoisonMessageError
 from stream.events import UploadEvent, utc_now
 from stream.fetch import Fetcher, FetchLimits, host_allowed
-from stream.testing import jpeg_bytes
 
 JPEG = jpeg_bytes()
 

@@ -8,11 +8,11 @@ from prometheus_client import CollectorRegistry
 
 import serving
 from stream import names
+from stream.dev.testing import FAKE_VERSIONS
 from stream.events import SourceRef, StageTimings, Verdict, utc_now
 from stream.health import Health, build_app, first_bootstrap
 from stream.metrics import StreamMetrics
 from stream.records import Failure, Incoming
-from stream.testing import FAKE_VERSIONS
 
 
 def _verdict(label: str, cached: bool = False) -> Verdict:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream.dev.testing import FakeDetector, bomb_png, jpeg_bytes, truncated_jpeg
 from stream.errors import FatalError, TransientError
 from stream.events import SourceRef, UploadEvent, Verdict, utc_now
 from stream.fetch import FetchLimits
 from stream.pipeline import Pipeline, PipelineConfig, parse_exemplar
 from stream.records import Failure, Incoming
-from stream.testing import FakeDetector, bomb_png, jpeg_bytes, truncated_jpeg
 
 BRIGHT, DARK = jpeg_bytes((250, 250, 250)), jpeg_bytes((5, 5, 5))
 

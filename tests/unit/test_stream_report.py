@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from stream.report import Arrival, LabelledImage, percentile, summary_text
+from stream.dev.report import Arrival, LabelledImage, percentile, summary_text
 
 
 def _arrival(truth: int, label: str, latency: float) -> Arrival:

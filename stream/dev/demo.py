@@ -25,12 +25,12 @@ from tqdm import tqdm
 
 from serving.jobs import ensure_demo_artifacts
 from serving.settings import ServingSettings
-from stream.assets import AssetPaths, export_repo
+from stream.dev.assets import AssetPaths, export_repo
+from stream.dev.produce import IMAGE_SUFFIXES, Mode, publish_files
+from stream.dev.report import Arrival, LabelledImage, summary_text
+from stream.dev.stack import Stack
 from stream.errors import FatalError
-from stream.produce import IMAGE_SUFFIXES, Mode, publish_files
-from stream.report import Arrival, LabelledImage, summary_text
 from stream.settings import StreamSettings
-from stream.stack import Stack
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Self
 
 from serving.triton.server import ServerOptions, TritonServer
 from stream.app import make_worker, serve
-from stream.broker import TansuBroker, create_topics
+from stream.dev.broker import TansuBroker, create_topics
 from stream.errors import FatalError
 from stream.runners.common import Worker
 from stream.settings import StreamSettings

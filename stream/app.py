@@ -10,41 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-import numpy as np
-import numpy.typing as npt
 from prometheus_client import CollectorRegistry
 
-from stream.errors import TransientError
 from stream.health import Health, HealthServer, announce
 from stream.metrics import StreamMetrics
-from stream.ports import Detection, Detector, ModelInfo
+from stream.ports import Detector
 from stream.readiness import BrokerRoundTrip, close_probe
 from stream.runners.common import Worker
 from stream.settings import StreamSettings
-from stream.triton_detector import triton_detector
+from stream.triton_detector import TritonDetector
 
 logger = logging.getLogger(__name__)
-
-
-class PendingDetector:
-    """Stands in until the real detector exists (faust creates it in its agent)."""
-
-    async def info(self) -> ModelInfo:
-        """Always unavailable."""
-        raise TransientError("detector not created yet")
-
-    async def detect(self, images: npt.NDArray[np.uint8]) -> Sequence[Detection]:
-        """Always unavailable."""
-        raise TransientError("detector not created yet")
-
-    async def ready(self) -> bool:
-        """Never ready."""
-        return False
-
-    async def close(self) -> None:
-        """Nothing to close."""
 
 
 def make_worker(
@@ -52,23 +30,19 @@ def make_worker(
     registry: CollectorRegistry | None = None,
     detector: Detector | None = None,
 ) -> Worker:
-    """A `Worker` whose readiness probes the broker and the current detector.
+    """A `Worker` whose readiness probes the broker and the detector.
 
-    The broker counts as up after a metadata round trip within a deadline
-    (`BrokerRoundTrip`), not a mere TCP connect, which a frozen broker still accepts.
+    The detector defaults to `TritonDetector`, safe to build outside the runner's
+    loop: its gRPC channel opens on the first call, on that loop, and readiness
+    stays false until Triton answers. The broker counts as up after a metadata
+    round trip within a deadline (`BrokerRoundTrip`), not a mere TCP connect,
+    which a frozen broker still accepts.
     """
     metrics = StreamMetrics(registry or CollectorRegistry())
-    health = Health(
-        broker=BrokerRoundTrip(settings.kafka), detector=PendingDetector().ready
-    )
+    detector = detector or TritonDetector(settings.triton)
+    health = Health(broker=BrokerRoundTrip(settings.kafka), detector=detector.ready)
     health.observers.append(lambda ok: metrics.ready.set(1 if ok else 0))
-    worker = Worker(settings, detector or PendingDetector(), metrics, health)
-
-    async def detector_ready() -> bool:
-        return await worker.detector.ready()
-
-    health.detector = detector_ready
-    return worker
+    return Worker(settings, detector, metrics, health)
 
 
 async def serve(
@@ -81,8 +55,6 @@ async def serve(
     from stream.runners.aiokafka_runner import AioKafkaRunner
 
     worker = worker or make_worker(settings)
-    if isinstance(worker.detector, PendingDetector):
-        worker.detector = triton_detector(settings.triton)
     server = None
     if settings.metrics.enabled:
         m = settings.metrics

@@ -31,13 +31,14 @@ _BROKEN = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 # Pillow's PNG text-chunk guards name these limits in their ValueError
 _TEXT_LIMITS = ("MAX_TEXT_CHUNK", "MAX_TEXT_MEMORY")
 DEFAULT_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # the fetch limit too
 
 
 @dataclass(frozen=True)
 class DecodeLimits:
     """Decoder limits (see `stream.settings.DecodeSettings`)."""
 
-    max_bytes: int = 20 * 1024 * 1024
+    max_bytes: int = MAX_IMAGE_BYTES
     max_pixels: int = 40_000_000
     formats: frozenset[str] = frozenset(DEFAULT_FORMATS)
 

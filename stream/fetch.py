@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
+from stream.decode import MAX_IMAGE_BYTES
 from stream.errors import PoisonMessageError
 from stream.events import UploadEvent
 
@@ -44,7 +45,7 @@ class FetchLimits:
     allowed_hosts: tuple[str, ...] = ()
     file_roots: tuple[Path, ...] = ()
     allow_file: bool = True
-    max_bytes: int = 20 * 1024 * 1024
+    max_bytes: int = MAX_IMAGE_BYTES
     inline_max_bytes: int = 900_000
     timeout_s: float = 10.0
     attempts: int = 3

@@ -19,9 +19,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.triton import client as triton_client
 from stream import names
+from stream.decode import DEFAULT_FORMATS
+from stream.fetch import FetchLimits
+from stream.pipeline import PipelineConfig
 
 MiB = 1024 * 1024
+# The limits' dataclass defaults are the single source of these settings' defaults
+_FETCH, _PIPELINE = FetchLimits(), PipelineConfig()
 
 
 class _Group(BaseModel):
@@ -96,9 +102,9 @@ class TritonSettings(_Group):
     """Where Triton listens (gRPC) and how the client retries."""
 
     url: str = "127.0.0.1:8001"
-    timeout_s: float = Field(30.0, gt=0)
-    retries: int = Field(2, ge=0)
-    backoff_s: float = Field(0.2, gt=0)
+    timeout_s: float = Field(triton_client.TIMEOUT_S, gt=0)
+    retries: int = Field(triton_client.RETRIES, ge=0)
+    backoff_s: float = Field(triton_client.BACKOFF_S, gt=0)
 
 
 class FetchSettings(_Group):
@@ -114,11 +120,11 @@ class FetchSettings(_Group):
 
     allowed_hosts: list[str] = Field(default_factory=list)
     file_roots: list[Path] = Field(default_factory=list)
-    allow_file: bool = True
-    max_bytes: int = Field(20 * MiB, ge=1)
-    inline_max_bytes: int = Field(900_000, ge=1)
-    timeout_s: float = Field(10.0, gt=0)
-    attempts: int = Field(3, ge=1)
+    allow_file: bool = _FETCH.allow_file
+    max_bytes: int = Field(_FETCH.max_bytes, ge=1)
+    inline_max_bytes: int = Field(_FETCH.inline_max_bytes, ge=1)
+    timeout_s: float = Field(_FETCH.timeout_s, gt=0)
+    attempts: int = Field(_FETCH.attempts, ge=1)
 
 
 class DecodeSettings(_Group):
@@ -130,8 +136,8 @@ class DecodeSettings(_Group):
             ``TIFF``, ``BMP``, ``ICO``, ``JPEG2000``, ``AVIF`` are opt-in.
     """
 
-    max_pixels: int = Field(40_000_000, ge=1)
-    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP", "GIF"])
+    max_pixels: int = Field(_PIPELINE.decode.max_pixels, ge=1)
+    formats: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
 
 
 class WorkerSettings(_Group):
@@ -156,9 +162,9 @@ class WorkerSettings(_Group):
     max_in_flight: int = Field(64, ge=1)
     max_concurrent_batches: int = Field(2, ge=1)
     drain_timeout_s: float = Field(20.0, ge=0)
-    dedupe_size: int = Field(4096, ge=0)
-    infer_attempts: int = Field(3, ge=1)
-    infer_backoff_s: float = Field(0.5, ge=0)
+    dedupe_size: int = Field(_PIPELINE.dedupe_size, ge=0)
+    infer_attempts: int = Field(_PIPELINE.infer_attempts, ge=1)
+    infer_backoff_s: float = Field(_PIPELINE.infer_backoff_s, ge=0)
     outage_poll_s: float = Field(1.0, gt=0)
 
 

@@ -46,20 +46,13 @@ class TritonDetector:
     """`Detector` backed by the ``synthguard_detector`` Triton pipeline.
 
     Args:
-        url: Triton gRPC ``host:port``.
-        timeout_s: Deadline per call.
-        retries: Client-level retries on ``UNAVAILABLE`` (the pipeline retries too).
-        backoff_s: First client retry delay.
+        settings: Triton's gRPC ``host:port``, the deadline per call and the
+            client-level retries on ``UNAVAILABLE`` (the pipeline retries too).
     """
 
-    def __init__(
-        self,
-        url: str,
-        timeout_s: float = 30.0,
-        retries: int = 2,
-        backoff_s: float = 0.2,
-    ) -> None:
-        self._client = TritonDetectorClient(url, timeout_s, retries, backoff_s)
+    def __init__(self, settings: TritonSettings) -> None:
+        s = settings
+        self._client = TritonDetectorClient(s.url, s.timeout_s, s.retries, s.backoff_s)
 
     async def info(self) -> ModelInfo:
         """Versions and policy from the pipeline model's config parameters."""
@@ -88,10 +81,3 @@ class TritonDetector:
     async def close(self) -> None:
         """Close the gRPC channel."""
         await self._client.close()
-
-
-def triton_detector(settings: TritonSettings) -> TritonDetector:
-    """The adapter configured by ``SYNTHGUARD_TRITON__*`` (create inside the loop)."""
-    return TritonDetector(
-        settings.url, settings.timeout_s, settings.retries, settings.backoff_s
-    )

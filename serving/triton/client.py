@@ -1,11 +1,11 @@
 """Adapter: async gRPC client for the SynthGuard Triton models (``tritonclient.grpc.aio``).
 
-Create it inside the running event loop (grpc.aio binds to the loop). Batches larger
-than a model's ``max_batch_size`` are split and sent concurrently; calls that fail
-with ``UNAVAILABLE`` (server starting, queue full and rejecting, connection refused)
-are retried with exponential backoff. Errors are typed: ``INVALID_ARG`` (wrong
-shape or dtype) raises `InvalidInputError`, which retrying cannot fix; everything
-else, once retries are spent, raises `InferenceUnavailableError`.
+The gRPC channel opens on the first call, on the running loop (grpc.aio binds to
+it). Batches larger than a model's ``max_batch_size`` are split and sent concurrently;
+calls that fail with ``UNAVAILABLE`` (server starting, queue full and rejecting,
+connection refused) are retried with exponential backoff. Errors are typed:
+``INVALID_ARG`` (wrong shape or dtype) raises `InvalidInputError`, which retrying
+cannot fix; everything else, once retries are spent, raises `InferenceUnavailableError`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ T = TypeVar("T")
 Arrays = dict[str, npt.NDArray[Any]]
 _RETRYABLE: Final = ("StatusCode.UNAVAILABLE",)
 _INVALID: Final = ("StatusCode.INVALID_ARGUMENT",)
+# The call defaults (`stream.settings.TritonSettings` reads them too); two retries
+# because the worker's pipeline retries each batch again on top.
+TIMEOUT_S: Final = 30.0
+RETRIES: Final = 2
+BACKOFF_S: Final = 0.2
 
 
 @dataclass(frozen=True)
@@ -61,9 +66,9 @@ class TritonDetectorClient:
     def __init__(
         self,
         url: str,
-        timeout_s: float = 30.0,
-        retries: int = 3,
-        backoff_s: float = 0.2,
+        timeout_s: float = TIMEOUT_S,
+        retries: int = RETRIES,
+        backoff_s: float = BACKOFF_S,
     ) -> None:
         self.url, self.timeout_s = url, timeout_s
         self.retries, self.backoff_s = retries, backoff_s

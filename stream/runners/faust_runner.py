@@ -5,7 +5,7 @@ faust-streaming#606) takes batches with ``take_events``. Bad events are DLQ reco
 a bug ends the process at once (exit 2) without committing its batch (`step`,
 `_exit_now`: faust's own shutdown would ack what its stream buffered); nothing raises out of
 ``take`` and no table is written inside it (faust would ack, i.e. skip, the batch).
-The tritonclient aio client is created inside the agent, on faust's loop.
+The tritonclient aio channel opens on its first call, i.e. on faust's loop.
 ``producer_max_batch_size=1`` keeps every record in its own batch (Tansu's ListOffsets
 bug).
 
@@ -54,7 +54,6 @@ from stream.runners.common import (
     step,
 )
 from stream.settings import StreamSettings
-from stream.triton_detector import triton_detector
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ def group_error(app: Any) -> BaseException | None:
 
 
 class FaustRunner:
-    """Builds the faust app around a `Worker` whose detector the agent creates."""
+    """Builds the faust app around a `Worker`."""
 
     def __init__(self, settings: StreamSettings, worker: Worker) -> None:
         self.settings, self.worker = settings, worker
@@ -184,8 +183,6 @@ class FaustRunner:
         )
 
     async def _agent(self, stream: Any) -> AsyncIterator[None]:
-        # created here: grpc.aio binds to the running loop (faust's)
-        self.worker.detector = triton_detector(self.settings.triton)
         stop = asyncio.Event()
         pipeline = await build_pipeline(self.worker, stop)
         if pipeline is None:

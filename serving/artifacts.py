@@ -22,15 +22,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from serving import __version__
 from serving.encoders.base import EncoderInfo
-from serving.errors import ArtifactMismatchError, MissingWeightsError
+from serving.errors import ArtifactMismatchError, InvalidInputError, MissingWeightsError
 from serving.hashing import sha256_file
 from serving.heads.base import Head
 from serving.heads.knn import KnnHead
 from serving.heads.linear import LinearProbeHead
 from serving.heads.mlp import MlpHead
 from serving.heads.rine import RineHead
+from serving.references import References
 from serving.scoring.calibration import Calibration
+from serving.scoring.drift import ScoreReference
 from serving.scoring.fusion import FUSION, Decision, Fusion
+from serving.scoring.novelty import Novelty
 from serving.scoring.views import FeatureLayout
 
 MANIFEST_FILE: Final = "manifest.json"
@@ -110,7 +113,9 @@ class Manifest(BaseModel):
     """The artifact manifest (JSON), validated on load.
 
     ``decision_head`` names a head instance, or ``fusion`` (then ``fusion`` holds the
-    fused decision over served heads).
+    fused decision over served heads). ``novelty`` (`serving.scoring.novelty`) and
+    ``score_reference`` (`serving.scoring.drift`) were added later and are optional:
+    a manifest without them loads, with novelty off and no drift reference.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -124,6 +129,34 @@ class Manifest(BaseModel):
     training: dict[str, Any]
     files: dict[str, str]
     fusion: FusionRecord | None = None
+    novelty: dict[str, Any] | None = None
+    score_reference: dict[str, Any] | None = None
+
+    def novelty_rule(self) -> Novelty | None:
+        """The novelty threshold, or None (older artifacts: novelty off).
+
+        Raises:
+            ArtifactMismatchError: The record is malformed.
+        """
+        if self.novelty is None:
+            return None
+        try:
+            return Novelty.from_dict(self.novelty)
+        except InvalidInputError as exc:
+            raise ArtifactMismatchError(str(exc)) from exc
+
+    def drift_reference(self) -> ScoreReference | None:
+        """The calibration split's binned decision scores, or None (older artifacts).
+
+        Raises:
+            ArtifactMismatchError: The record is malformed.
+        """
+        if self.score_reference is None:
+            return None
+        try:
+            return ScoreReference.from_dict(self.score_reference)
+        except InvalidInputError as exc:
+            raise ArtifactMismatchError(str(exc)) from exc
 
     def decision(self) -> Decision:
         """The decision rule: head or fusion, with its calibration.
@@ -152,6 +185,7 @@ class Artifacts:
     heads: dict[str, Head]
     calibrations: dict[str, Calibration]
     decision: Decision
+    novelty: Novelty | None = None
 
 
 def write_artifacts(
@@ -161,6 +195,7 @@ def write_artifacts(
     calibrations: dict[str, Calibration],
     decision: str | Decision,
     training: dict[str, Any],
+    references: References | None = None,
 ) -> Manifest:
     """Save heads and write a manifest hashing every file.
 
@@ -172,6 +207,7 @@ def write_artifacts(
         decision: The head (instance name) whose calibrated probability decides
             verdicts, or a fused `Decision` over some of `heads`.
         training: Provenance: data hashes, families, counts, timings.
+        references: Novelty threshold and drift reference (`serving.references`).
 
     Returns:
         The manifest written to ``<directory>/manifest.json``.
@@ -186,6 +222,7 @@ def write_artifacts(
         raise ArtifactMismatchError(
             f"decision {decision_name!r} not among {sorted(heads)}"
         )
+    refs = references or References()
     records: dict[str, HeadRecord] = {}
     for name, head in heads.items():
         params = head.save(directory / "heads" / name)
@@ -208,6 +245,10 @@ def write_artifacts(
         training=training,
         files=files,
         fusion=fusion,
+        novelty=refs.novelty.to_dict() if refs.novelty else None,
+        score_reference=(
+            refs.score_reference.to_dict() if refs.score_reference else None
+        ),
     )
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
     return manifest
@@ -306,7 +347,14 @@ def load_artifacts(
         name: Calibration.from_dict(rec.calibration)
         for name, rec in manifest.heads.items()
     }
-    return Artifacts(directory, manifest, heads, calibrations, manifest.decision())
+    return Artifacts(
+        directory,
+        manifest,
+        heads,
+        calibrations,
+        manifest.decision(),
+        manifest.novelty_rule(),
+    )
 
 
 def _load_head(directory: Path, manifest: Manifest, name: str) -> Head:

@@ -21,10 +21,11 @@ from serving.artifacts import (
 )
 from serving.encoders.base import ImageEncoder
 from serving.errors import InvalidInputError
-from serving.heads.knn import KnnHead
 from serving.preprocessing import get_policy, policy_id
+from serving.references import knn_head
 from serving.scoring.calibration import calibrate, decide
 from serving.scoring.detection import N_EXEMPLARS, Detection
+from serving.scoring.novelty import apply_reasons, novelty_reasons
 
 
 @dataclass
@@ -57,11 +58,14 @@ class Detector:
         decision = self.artifacts.decision
         cal = decision.calibration
         probs = calibrate(cal, decision.score(per_head))
-        labels = decide(cal, probs)
-        knn = next(
-            (h for h in self.artifacts.heads.values() if isinstance(h, KnnHead)), None
-        )
+        knn = knn_head(self.artifacts.heads)
         evidence = knn.neighbours(x) if knn is not None else [[] for _ in range(len(x))]
+        reasons = (
+            novelty_reasons(self.artifacts.novelty, knn.bank_similarity(x))
+            if knn is not None
+            else [() for _ in range(len(x))]
+        )
+        labels = apply_reasons(decide(cal, probs), reasons)
         versions = manifest_summary(man)
         return [
             Detection(
@@ -72,6 +76,7 @@ class Detector:
                 head_scores={n: float(s[i]) for n, s in per_head.items()},
                 nearest_exemplars=tuple(evidence[i][:N_EXEMPLARS]),
                 versions=versions,
+                reasons=reasons[i],
             )
             for i in range(len(x))
         ]

@@ -26,6 +26,7 @@ from serving.evaluation.perturb import PERTURBATIONS
 from serving.evaluation.results import DomainResult
 from serving.features import FeatureSet, cached_features
 from serving.preprocessing import policy_id
+from serving.references import fit_references
 from serving.scoring.calibration import Calibration
 from serving.settings import ServingSettings
 from serving.workflows import (
@@ -161,7 +162,8 @@ def train_and_save(
         "decision_selection": selection,
         "decision_target_fpr": opts.target_fpr,
     }
-    write_artifacts(out, record, fitted, cals, rule, training)
+    refs = fit_references(fitted, cal.x, rule)
+    write_artifacts(out, record, fitted, cals, rule, training, refs)
     summary: dict[str, object] = {
         n: _thresholds(c) for n, c in {**cals, DECISION_KEY: rule.calibration}.items()
     }

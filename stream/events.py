@@ -129,11 +129,21 @@ class Verdict(_Wire):
 
     Attributes:
         label: ``ai_generated`` (probability >= threshold), ``uncertain`` (between
-            ``uncertain_low`` and threshold) or ``real``.
+            ``uncertain_low`` and threshold, or any of `reasons`) or ``real``.
         probability: Calibrated probability that the image is AI-generated.
         head_scores: Raw score of every served head, higher = more likely fake.
         cached: True when a re-upload of the same bytes skipped inference.
+        reasons: Why the label is ``uncertain`` beyond the probability band:
+            ``novel`` when the image is unlike every kNN exemplar. Added in schema
+            1.1 (`names.VERDICT_SCHEMA_MINOR`); omitted from the JSON when empty, so
+            such verdicts are byte-for-byte 1.0 records.
     """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"x-schema-minor": names.VERDICT_SCHEMA_MINOR},
+    )
 
     schema_version: Literal[1] = 1
     image_id: ImageId
@@ -151,6 +161,7 @@ class Verdict(_Wire):
     trace_id: str | None = None
     cached: bool = False
     decided_at: AwareDatetime
+    reasons: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
 
 
 class DeadLetterHeaders(_Wire):

@@ -1,8 +1,9 @@
 """Adapter: Prometheus metrics of the worker on an injected `CollectorRegistry`.
 
 Names come from `stream.names` (``synthguard_`` prefix, base units: seconds and
-events); labels are bounded (stage, label, error class, topic, partition): never an
-image id, tenant or URI.
+events); labels are bounded (stage, label, error class, topic, partition, and the
+drift gauges' tenant, capped by `stream.drift.DriftMonitor` with an ``other``
+bucket): never an image id or URI.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from serving import __version__
+from serving.scoring.drift import ScoreReference
+from serving.scoring.novelty import REASON_NOVEL
 from stream import names
+from stream.drift import DriftMonitor
 from stream.events import ModelVersions, Verdict
 from stream.records import Failure, Outcome
 
@@ -36,6 +40,8 @@ class StreamMetrics:
         self.registry = registry
         self._counters(registry)
         self._distributions(registry)
+        self._drift(registry)
+        self.drift_monitor: DriftMonitor | None = None
         # known label values start at 0, so rate() sees the first increase
         for outcome in names.OUTCOMES:
             self.processed.labels(outcome)
@@ -117,9 +123,34 @@ class StreamMetrics:
             registry=r,
         )
 
-    def set_model(self, versions: ModelVersions) -> None:
-        """Publish the served model's versions as the info metric."""
+    def _drift(self, r: CollectorRegistry) -> None:
+        self.novel_verdicts = Counter(
+            names.METRIC_NOVEL_VERDICTS,
+            "Verdicts answered uncertain because the image is unlike both kNN banks",
+            registry=r,
+        )
+        self.drift_psi = Gauge(
+            names.METRIC_SCORE_DRIFT_PSI,
+            "PSI of the tenant's recent decision probabilities vs the calibration split",
+            ["tenant"],
+            registry=r,
+        )
+        self.drift_window = Gauge(
+            names.METRIC_SCORE_DRIFT_WINDOW,
+            "Verdicts in the tenant's drift window",
+            ["tenant"],
+            registry=r,
+        )
+
+    def set_model(
+        self, versions: ModelVersions, reference: ScoreReference | None = None
+    ) -> None:
+        """Publish the served model's versions; start drift windows if it has a reference."""
         self.model.info(versions.model_dump())
+        if reference is not None and (
+            self.drift_monitor is None or self.drift_monitor.reference != reference
+        ):
+            self.drift_monitor = DriftMonitor(reference)
 
     def observe_batch(
         self, outcomes: Sequence[Outcome], timestamps_ms: Sequence[int | None]
@@ -128,6 +159,7 @@ class StreamMetrics:
         self.batch_size.observe(len(outcomes))
         now_ms = time.time() * 1000.0
         inferred = False
+        tenants: set[str] = set()
         for outcome, ts in zip(outcomes, timestamps_ms, strict=True):
             if ts is not None:
                 self.end_to_end.observe(max(0.0, now_ms - ts) / 1000.0)
@@ -136,7 +168,12 @@ class StreamMetrics:
                 self.dlq.labels(outcome.error_class, outcome.stage).inc()
                 continue
             self._verdict(outcome)
+            if self.drift_monitor is not None:
+                tenants.add(
+                    self.drift_monitor.observe(outcome.tenant, outcome.probability)
+                )
             inferred = inferred or not outcome.cached
+        self._export_drift(tenants)
         if inferred:
             infer_s = max(o.timings.infer_s for o in outcomes if isinstance(o, Verdict))
             self.stage_seconds.labels("infer").observe(infer_s)
@@ -144,8 +181,17 @@ class StreamMetrics:
     def _verdict(self, v: Verdict) -> None:
         self.processed.labels("verdict").inc()
         self.verdicts.labels(v.label).inc()
+        if REASON_NOVEL in v.reasons:
+            self.novel_verdicts.inc()
         self.stage_seconds.labels("fetch").observe(v.timings.fetch_s)
         if v.cached:
             self.dedupe_hits.inc()
         else:
             self.stage_seconds.labels("decode").observe(v.timings.decode_s)
+
+    def _export_drift(self, tenants: set[str]) -> None:
+        if self.drift_monitor is None:
+            return
+        for d in self.drift_monitor.drift(tenants):
+            self.drift_psi.labels(d.tenant).set(d.psi)
+            self.drift_window.labels(d.tenant).set(d.window_events)

@@ -16,6 +16,8 @@ DLQ_TOPIC: Final = "synthguard.uploads.dlq.v1"
 GROUP_ID: Final = "synthguard-worker"
 
 SCHEMA_VERSION: Final = 1
+# additive, optional changes within a major version: 1.1 added ``Verdict.reasons``
+VERDICT_SCHEMA_MINOR: Final = 1
 
 # DLQ headers, Kafka Connect ``__connect.errors.*`` style
 HEADER_ERROR_CLASS: Final = "x-error-class"
@@ -46,6 +48,9 @@ METRIC_READY: Final = PREFIX + "ready"
 METRIC_DETECTOR_FAILURES: Final = PREFIX + "detector_failures_total"
 METRIC_MODEL: Final = PREFIX + "model"  # prometheus-client appends ``_info``
 METRIC_BUILD: Final = PREFIX + "build"  # -> ``synthguard_build_info``
+METRIC_NOVEL_VERDICTS: Final = PREFIX + "novel_verdicts_total"
+METRIC_SCORE_DRIFT_PSI: Final = PREFIX + "score_drift_psi"
+METRIC_SCORE_DRIFT_WINDOW: Final = PREFIX + "score_drift_window_events"
 
 STAGES: Final = ("fetch", "decode", "infer", "publish")
 LABELS: Final = ("ai_generated", "real", "uncertain")

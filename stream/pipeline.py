@@ -287,6 +287,7 @@ class Pipeline:
             trace_id=p.event.trace_id,
             cached=cached,
             decided_at=utc_now(),
+            reasons=list(det.reasons),
         )
 
     async def close(self) -> None:

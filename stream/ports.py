@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from serving.scoring.detection import Detection
+from serving.scoring.drift import ScoreReference
 from stream.events import ModelVersions
 
 __all__ = ["Detection", "Detector", "ModelInfo"]
@@ -29,11 +30,14 @@ class ModelInfo:
         policy: Versioned preprocessing policy id, e.g. ``clip_default@1``.
         versions: Versions copied into every verdict.
         max_batch_size: Largest batch one call may carry (0: unknown).
+        score_reference: The calibration split's binned decision scores, for drift
+            (None: artifacts trained before it was recorded; no drift gauge).
     """
 
     policy: str
     versions: ModelVersions
     max_batch_size: int = 0
+    score_reference: ScoreReference | None = None
 
 
 class Detector(Protocol):

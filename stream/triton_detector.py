@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from serving.errors import InferenceUnavailableError, InvalidInputError
+from serving.scoring.drift import ScoreReference
 from serving.triton import names as triton_names
 from serving.triton.client import TritonDetectorClient
 from stream.errors import PoisonMessageError, TransientError
@@ -61,7 +62,13 @@ class TritonDetector:
         except InferenceUnavailableError as exc:
             raise TransientError(str(exc)) from exc
         versions = model_versions(info.versions)
-        return ModelInfo(versions.policy, versions, info.max_batch_size)
+        ref = info.score_reference
+        return ModelInfo(
+            versions.policy,
+            versions,
+            info.max_batch_size,
+            ScoreReference.from_dict(ref) if ref is not None else None,
+        )
 
     async def detect(self, images: npt.NDArray[np.uint8]) -> Sequence[Detection]:
         """One Triton call (split by the client only above ``max_batch_size``)."""

@@ -81,6 +81,19 @@ class KnnHead:
         found = self._search(x)
         return knn_score(found["real"][0], found["fake"][0], self.k)
 
+    def bank_similarity(self, x: FloatArray) -> FloatArray:
+        """Largest cosine similarity of each query to any exemplar of either bank.
+
+        Args:
+            x: (n, width) flat feature rows.
+
+        Returns:
+            (n,) float32 in [-1, 1] (`serving.scoring.novelty` thresholds it).
+        """
+        found = self._search(x)
+        best = np.max([sims.max(axis=1) for sims, _rows in found.values()], axis=0)
+        return np.asarray(best, dtype=np.float32)
+
     def neighbours(self, x: FloatArray) -> list[list[str]]:
         """Nearest exemplars of each query, as evidence.
 

@@ -27,6 +27,8 @@ class Detection:
         nearest_exemplars: kNN evidence, ``"<real|fake> <cosine> <id>"``, nearest
             first, at most `N_EXEMPLARS`.
         versions: Model versions (`serving.artifacts.manifest_summary`).
+        reasons: Why the label is ``uncertain`` beyond the probability band, e.g.
+            ``novel`` (`serving.scoring.novelty`); empty otherwise.
     """
 
     label: str
@@ -36,6 +38,7 @@ class Detection:
     head_scores: Mapping[str, float]
     nearest_exemplars: tuple[str, ...]
     versions: Mapping[str, Any] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``synthguard score`` output)."""
@@ -47,4 +50,5 @@ class Detection:
             "head_scores": dict(self.head_scores),
             "nearest_exemplars": list(self.nearest_exemplars),
             "versions": dict(self.versions),
+            "reasons": list(self.reasons),
         }

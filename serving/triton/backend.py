@@ -14,7 +14,8 @@ same with a fake in tests.
   the same `serving.artifacts` loader as the in-process detector; it takes both
   encoder outputs and applies its own feature view.
 - `DetectorPipeline`: encoder, then every head concurrently, then the decision head's
-  calibration and label, as `serving.detector.Detector` does in-process.
+  calibration and label, and novelty from the kNN head's bank similarity, as
+  `serving.detector.Detector` does in-process.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from serving.heads.base import Head
 from serving.heads.knn import KnnHead
 from serving.scoring.calibration import calibrate, decide
 from serving.scoring.fusion import Decision
+from serving.scoring.novelty import Novelty, apply_reasons, novelty_reasons
 from serving.scoring.views import FeatureLayout
 from serving.triton import names
 
@@ -157,6 +159,8 @@ class HeadBackend:
         if isinstance(self._head, KnnHead):
             rows = self._head.neighbours(x)
             out[names.EXEMPLARS.name] = _bytes_array(rows, 2 * self._head.k)
+            sims = self._head.bank_similarity(x).reshape(-1, 1)
+            out[names.BANK_SIMILARITY.name] = sims
         return out
 
 
@@ -165,7 +169,12 @@ class DetectorPipeline:
 
     input_names = (names.IMAGE.name,)
 
-    def __init__(self, decision: Decision, served: dict[str, str]) -> None:
+    def __init__(
+        self,
+        decision: Decision,
+        served: dict[str, str],
+        novelty: Novelty | None = None,
+    ) -> None:
         missing = set(decision.members) - set(served.values())
         if missing or not set(served) <= set(names.HEAD_MODELS):
             raise ArtifactMismatchError(
@@ -174,6 +183,7 @@ class DetectorPipeline:
             )
         self._decision = decision
         self._served = served  # kind -> head instance
+        self._novelty = novelty
 
     @classmethod
     def from_args(cls, args: dict[str, str]) -> DetectorPipeline:
@@ -187,7 +197,7 @@ class DetectorPipeline:
         served: dict[str, str] = json.loads(
             model_parameters(args).get(names.PARAM_HEADS) or "{}"
         )
-        return cls(manifest.decision(), served)
+        return cls(manifest.decision(), served, manifest.novelty_rule())
 
     async def run_batch(self, batches: list[Arrays], infer: InferFn) -> list[Arrays]:
         """Run several requests as one: concatenate, run, split back per request."""
@@ -221,13 +231,17 @@ class DetectorPipeline:
         by_instance = {self._served[k]: s for k, s in scores.items()}
         cal = self._decision.calibration
         probs = calibrate(cal, self._decision.score(by_instance))
-        labels = decide(cal, probs)
+        sims = by_kind["knn"][names.BANK_SIMILARITY.name].reshape(-1)
+        reasons = novelty_reasons(self._novelty, sims)
+        labels = apply_reasons(decide(cal, probs), reasons)
+        joined = [[names.REASON_SEPARATOR.join(r)] for r in reasons]
         return {
             names.EMBEDDING.name: emb,
             **{names.head_score(k).name: s.reshape(-1, 1) for k, s in scores.items()},
             names.PROBABILITY.name: probs.astype(np.float32).reshape(-1, 1),
             names.LABEL.name: _bytes_array([[str(lb)] for lb in labels], 1),
             names.EXEMPLARS.name: by_kind["knn"][names.EXEMPLARS.name],
+            names.REASONS.name: _bytes_array(joined, 1),
         }
 
 

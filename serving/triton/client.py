@@ -51,6 +51,7 @@ class DetectorInfo:
     uncertain_low: float
     versions: dict[str, Any]
     max_batch_size: int
+    score_reference: dict[str, Any] | None = None  # absent from older exports
 
 
 class TritonDetectorClient:
@@ -153,6 +154,11 @@ class TritonDetectorClient:
             uncertain_low=float(params[names.PARAM_UNCERTAIN_LOW]),
             versions=json.loads(params[names.PARAM_VERSIONS]),
             max_batch_size=int(config.get("max_batch_size", 0)),
+            score_reference=(
+                json.loads(params[names.PARAM_SCORE_REFERENCE])
+                if params.get(names.PARAM_SCORE_REFERENCE)
+                else None
+            ),
         )
 
     async def infer(
@@ -250,4 +256,11 @@ def _verdict(out: Arrays, i: int, info: DetectorInfo) -> Detection:
         },
         nearest_exemplars=tuple(exemplars[:N_EXEMPLARS]),
         versions=info.versions,
+        reasons=tuple(
+            r
+            for r in bytes(out[names.REASONS.name][i, 0])
+            .decode("utf-8")
+            .split(names.REASON_SEPARATOR)
+            if r
+        ),
     )

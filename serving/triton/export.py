@@ -213,6 +213,9 @@ def _rewrite_configs(
         names.PARAM_UNCERTAIN_LOW: repr(float(cal["uncertain_low"])),
         names.PARAM_VERSIONS: json.dumps(manifest_summary(manifest), sort_keys=True),
     }
+    if manifest.score_reference is not None:
+        ref = json.dumps(manifest.score_reference, sort_keys=True)
+        pipeline[names.PARAM_SCORE_REFERENCE] = ref
     heads = {model: kind for kind, model in names.HEAD_MODELS.items()}
     for path in config_files(out_dir):
         config = read_config(path)

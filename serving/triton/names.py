@@ -57,6 +57,7 @@ PARAM_HEADS: Final = "synthguard_heads"
 PARAM_THRESHOLD: Final = "synthguard_threshold"
 PARAM_UNCERTAIN_LOW: Final = "synthguard_uncertain_low"
 PARAM_VERSIONS: Final = "synthguard_versions"
+PARAM_SCORE_REFERENCE: Final = "synthguard_score_reference"  # drift reference, JSON
 PARAM_THREADS: Final = "synthguard_intra_op_threads"
 
 Dim = int | str
@@ -90,6 +91,12 @@ SCORE: Final = TensorSpec("score", "FP32", (1,))
 EXEMPLARS: Final = TensorSpec("exemplars", "BYTES", (SYM_EXEMPLARS,))
 PROBABILITY: Final = TensorSpec("probability", "FP32", (1,))
 LABEL: Final = TensorSpec("label", "BYTES", (1,))
+# the kNN head's largest cosine similarity to either bank (novelty's input)
+BANK_SIMILARITY: Final = TensorSpec("bank_similarity", "FP32", (1,))
+# why a label is ``uncertain`` beyond the probability band, `REASON_SEPARATOR`-joined
+# (empty: none); `serving.scoring.novelty`
+REASONS: Final = TensorSpec("reasons", "BYTES", (1,))
+REASON_SEPARATOR: Final = ","
 
 
 def head_score(kind: str) -> TensorSpec:
@@ -100,7 +107,7 @@ def head_score(kind: str) -> TensorSpec:
 HEAD_OUTPUTS: Final[dict[str, tuple[TensorSpec, ...]]] = {
     "linear_probe": (SCORE,),
     "mlp": (SCORE,),
-    "knn": (SCORE, EXEMPLARS),
+    "knn": (SCORE, EXEMPLARS, BANK_SIMILARITY),
     "rine": (SCORE,),
 }
 PIPELINE_OUTPUTS: Final = (
@@ -109,6 +116,7 @@ PIPELINE_OUTPUTS: Final = (
     PROBABILITY,
     LABEL,
     EXEMPLARS,
+    REASONS,
 )
 # model name -> (inputs, outputs)
 MODEL_IO: Final[dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]] = {

@@ -123,7 +123,7 @@ async def wait_for_model(worker: Worker, stop: asyncio.Event) -> ModelInfo | Non
                 return None
             continue
         worker.metrics.triton_up.set(1)
-        worker.metrics.set_model(info.versions)
+        worker.metrics.set_model(info.versions, info.score_reference)
         return info
     return None
 

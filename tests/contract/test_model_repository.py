@@ -17,8 +17,10 @@ from fakes import fake_info, synthetic_features
 from serving.artifacts import EncoderRecord, load_artifacts, write_artifacts
 from serving.errors import ArtifactMismatchError, InvalidInputError
 from serving.hashing import sha256_file
+from serving.references import fit_references, knn_head
 from serving.scoring.calibration import calibrate, decide
 from serving.scoring.fusion import FUSION
+from serving.scoring.novelty import apply_reasons, novelty_reasons
 from serving.triton import names
 from serving.triton.backend import DetectorPipeline, HeadBackend
 from serving.triton.configs import (
@@ -286,13 +288,15 @@ def test_pipeline_applies_a_fused_decision_like_in_process(tmp_path: Path) -> No
         token="ln_2",
     )
     cals = calibrate_heads(heads, cal, opts)
-    write_artifacts(tmp_path / "arts", record, heads, cals, rule, {})
+    refs = fit_references(heads, cal.x, rule)
+    write_artifacts(tmp_path / "arts", record, heads, cals, rule, {}, refs)
     repo = tmp_path / "repo"
     export_repository(tmp_path / "arts", repo, encoder_onnx=dummy)
     arts = load_artifacts(tmp_path / "arts")
     assert arts.decision.fusion is not None
     assert set(arts.decision.members) == set(heads)
     x = synthetic_features(n_per_class=3, embed_dim=DIM, seed=4).x
+    x = np.concatenate([x, -x[:2]])  # the last two are far from both banks: novel
     backends = {
         m: HeadBackend.from_args(_args(repo, m)) for m in names.HEAD_MODELS.values()
     }
@@ -309,3 +313,11 @@ def test_pipeline_applies_a_fused_decision_like_in_process(tmp_path: Path) -> No
     per_head = {n: h.score(x) for n, h in arts.heads.items()}
     want = calibrate(arts.decision.calibration, arts.decision.score(per_head))
     np.testing.assert_allclose(out[names.PROBABILITY.name][:, 0], want, atol=1e-6)
+    knn = knn_head(arts.heads)
+    assert knn is not None
+    reasons = novelty_reasons(arts.novelty, knn.bank_similarity(x))
+    labels = apply_reasons(decide(arts.decision.calibration, want), reasons)
+    assert reasons[-2:] == [("novel",), ("novel",)]
+    assert [b.decode() for b in out[names.LABEL.name][:, 0]] == list(labels)
+    got = [b.decode() for b in out[names.REASONS.name][:, 0]]
+    assert got == [",".join(r) for r in reasons]

@@ -45,14 +45,8 @@ from stream.health import HealthServer, announce
 from stream.kafka_security import faust_credentials
 from stream.readiness import close_probe
 from stream.records import Incoming
-from stream.runners.common import (
-    FATAL_GROUP_ERRORS,
-    LagGauge,
-    OutRecord,
-    Worker,
-    build_pipeline,
-    step,
-)
+from stream.runners import common
+from stream.runners.common import OutRecord, Worker
 from stream.settings import StreamSettings
 
 logger = logging.getLogger(__name__)
@@ -120,7 +114,9 @@ def group_error(app: Any) -> BaseException | None:
     consumer = getattr(thread, "_consumer", None)
     coordinator = getattr(consumer, "_coordinator", None)
     pending = getattr(coordinator, "_pending_exception", None)
-    if isinstance(pending, FATAL_GROUP_ERRORS) and isinstance(pending, BaseException):
+    if isinstance(pending, common.FATAL_GROUP_ERRORS) and isinstance(
+        pending, BaseException
+    ):
         return pending
     task = getattr(coordinator, "_coordination_task", None)
     if isinstance(task, asyncio.Future) and task.done() and not task.cancelled():
@@ -134,7 +130,7 @@ class FaustRunner:
 
     def __init__(self, settings: StreamSettings, worker: Worker) -> None:
         self.settings, self.worker = settings, worker
-        self._lag = LagGauge(worker.metrics)
+        self._lag = common.LagGauge(worker.metrics)
         self._fatal: str | None = None
         self._assigned = False
         self._health: HealthServer | None = None
@@ -184,7 +180,7 @@ class FaustRunner:
 
     async def _agent(self, stream: Any) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        pipeline = await build_pipeline(self.worker, stop)
+        pipeline = await common.build_pipeline(self.worker, stop)
         if pipeline is None:
             return
         self.worker.health.started = True
@@ -195,7 +191,7 @@ class FaustRunner:
             for e in batch:
                 self.worker.metrics.consumed.labels(e.source.topic).inc()
             try:
-                if await step(self.worker, pipeline, batch, self._send, stop):
+                if await common.step(self.worker, pipeline, batch, self._send, stop):
                     held = []
                     await self._lag.update(self.app.consumer)
             except Exception:  # a bug: stop as the aiokafka runner does

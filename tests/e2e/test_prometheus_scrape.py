@@ -39,8 +39,8 @@ PANELS_WITH_DATA = {
 }
 
 
-def _some_images(images_dir: Path, n: int) -> list[Path]:
-    return sorted(images_dir.glob("*.jpg"))[:n]
+def _some_images(images_dir: Path, n: int, kind: str = "real") -> list[Path]:
+    return sorted(images_dir.glob(f"{kind}_*.jpg"))[:n]
 
 
 async def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -101,6 +101,7 @@ async def test_prometheus_scrapes_worker_and_triton_and_evaluates_rules(
             _assert_every_named_metric_has_series(prom)
             _assert_dashboards_evaluate(prom)
             await _assert_rules_evaluate(prom)
+            await _assert_drift_moves_with_fakes(prom, case, images_dir, len(good))
         assert worker.terminate() == 0
     finally:
         worker.ensure_stopped()
@@ -179,3 +180,20 @@ async def _assert_rules_evaluate(prom: Prometheus) -> None:
         (r["name"], r.get("lastError")) for r in rules() if r["health"] != "ok"
     ]
     assert not unhealthy, unhealthy
+
+
+async def _assert_drift_moves_with_fakes(
+    prom: Prometheus, case: StreamCase, images_dir: Path, n_before: int
+) -> None:
+    """After the reals, a batch of fakes moves the tenant's drift gauge."""
+    psi = 'max(synthguard_score_drift_psi{tenant="default"})'
+    window = 'max(synthguard_score_drift_window_events{tenant="default"})'
+    on_reals = prom.value(psi)
+    assert prom.value(window) == n_before
+    fakes, _ids = file_events(_some_images(images_dir, 6, "fake"), "scrape-fake-")
+    await case.produce(fakes)
+    await case.verdicts_read(n_before + len(fakes), 180)
+    await _until(
+        lambda: prom.value(window) == n_before + len(fakes), 30, "the drift window"
+    )
+    assert prom.value(psi) != on_reals

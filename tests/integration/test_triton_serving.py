@@ -177,6 +177,8 @@ async def test_triton_detector_matches_in_process(
     server: TritonServer, encoder: OnnxClipEncoder, artifacts: Path, pixels: np.ndarray
 ) -> None:
     batch = pixels[[1, 4, 8, 19, 33, 35]]  # train reals, a calibration real, fakes
+    noise = np.random.default_rng(0).integers(0, 256, (1, *batch.shape[1:]))
+    batch = np.concatenate([batch, noise.astype(np.uint8)])  # likely novel
     async with TritonDetectorClient(server.grpc_url, timeout_s=TIMEOUT_S) as client:
         got = await client.detect(batch)
     want = Detector.open(encoder, artifacts).score_pixels(batch)
@@ -188,6 +190,7 @@ async def test_triton_detector_matches_in_process(
         assert (g.threshold, g.uncertain_low) == (w.threshold, w.uncertain_low)
         assert _ids(g.nearest_exemplars) == _ids(w.nearest_exemplars)
         assert g.versions == w.versions
+        assert g.reasons == w.reasons
 
 
 async def test_triton_batched_and_concurrent_requests_equal_single_requests(

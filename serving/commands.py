@@ -29,6 +29,7 @@ from serving.jobs import (
     train_and_save,
 )
 from serving.preprocessing import policy_id
+from serving.references import fit_references
 from serving.scoring.views import FeatureLayout
 from serving.settings import ServingSettings
 from serving.triton.cli_commands import COMMANDS as TRITON_COMMANDS
@@ -129,6 +130,7 @@ def cmd_calibrate(args: argparse.Namespace, settings: ServingSettings) -> int:
         cals,
         rule,
         training,
+        fit_references(arts.heads, cal.x, rule),  # on the new calibration split
     )
     doc = {n: c.to_dict() for n, c in cals.items()}
     sys.stdout.write(dumps({**doc, "decision": rule.calibration.to_dict()}) + "\n")

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 from fakes import FakeEncoder, synthetic_features
 
 from serving.artifacts import EncoderRecord, load_artifacts, write_artifacts
+from serving.detector import Detector
 from serving.errors import InvalidInputError
 from serving.references import fit_references, knn_head
 from serving.scoring.novelty import (
@@ -85,3 +87,17 @@ def test_manifest_without_references_loads_with_novelty_off(tmp_path: Path) -> N
     arts = load_artifacts(tmp_path)
     assert arts.novelty is None
     assert arts.manifest.drift_reference() is None
+
+
+def test_detector_answers_novel_images_uncertain_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    _artifacts(tmp_path, with_references=True)
+    arts = load_artifacts(tmp_path)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), np.uint8)
+    # every cosine is <= 1: a threshold of 2 makes every image novel
+    everything_novel = replace(arts, novelty=Novelty(2.0, 0.01, 1))
+    got = Detector(FakeEncoder(), everything_novel, "clip_default").score_pixels(pixels)
+    assert [(d.label, d.reasons) for d in got] == [("uncertain", ("novel",))] * 3
+    off = Detector(FakeEncoder(), replace(arts, novelty=None), "clip_default")
+    assert all(d.reasons == () for d in off.score_pixels(pixels))

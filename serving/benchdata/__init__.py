@@ -4,8 +4,9 @@
 ``<out>/<split>/<family>/{0_real,1_fake}/<sha256 prefix>.<png|jpg|webp>`` (split in
 train, cal, test; each split a UnivFD-style tree) and ``<out>/bench_manifest.json``.
 Families: ``dcgan_faces`` (pretrained DCGAN faces), ``esrgan_x2`` (ESRGAN-slim 2x vs
-bicubic 2x), ``ae_tconv`` / ``ae_nnconv`` / ``ae_pixelshuffle`` (autoencoders trained
-here, differing only in their up-sampling operator), ``diffusion_sdedit`` (a U-Net
+bicubic 2x), ``ae_tconv`` / ``ae_nnconv`` / ``ae_pixelshuffle`` / ``ae_bilinear`` (autoencoders
+trained here, differing only in their up-sampling operator), ``ae_adversarial`` (the
+``nnconv`` autoencoder trained against a PatchGAN critic, as latent decoders are), ``diffusion_sdedit`` (a U-Net
 denoiser trained here, sampled SDEdit-style from noised real crops), ``vae_latent``
 (a VAE trained here: decoder of a sampled latent) and ``espcn_x4`` (a sub-pixel 4x
 super-resolution net trained here vs bicubic 4x). Pairs share a format path

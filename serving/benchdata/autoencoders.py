@@ -1,10 +1,11 @@
 """Adapter: small fully-convolutional autoencoders trained here as real neural generators.
 
-Three variants share one encoder (a learned stride-4 analysis convolution, 4x
+Four variants share one encoder (a learned stride-4 analysis convolution, 4x
 down-sampling) and one decoder shape; they differ only in the 2x up-sampling operator
 used twice by the decoder: a transposed convolution (``tconv``), nearest-neighbour
-up-sampling followed by a convolution (``nnconv``), or a convolution followed by a
-pixel shuffle (``pixelshuffle``). The latent is over-complete (64 channels at 1/4
+up-sampling followed by a convolution (``nnconv``), a convolution followed by a
+pixel shuffle (``pixelshuffle``), or bilinear up-sampling followed by a convolution
+(``bilinear``, the up-sampler of most latent-diffusion decoders). The latent is over-complete (64 channels at 1/4
 resolution for 48 input values per cell) and the loss adds a gradient-domain term,
 so that reconstructions stay sharp: blurry fakes make JPEG file size a shortcut (with
 MSE alone, 600 steps, ``nnconv`` fakes were 23 % smaller JPEGs, size AUC 0.26).
@@ -34,7 +35,7 @@ from serving.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
-UPSAMPLERS: Final = ("tconv", "nnconv", "pixelshuffle")
+UPSAMPLERS: Final = ("tconv", "nnconv", "pixelshuffle", "bilinear")
 LATENT_CHANNELS: Final = 64
 HIDDEN_CHANNELS: Final = 64
 DOWNSAMPLE: Final = 4
@@ -50,6 +51,11 @@ def _upsample2x(kind: str, c_in: int, c_out: int) -> nn.Module:
     if kind == "nnconv":
         return nn.Sequential(
             nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+        )
+    if kind == "bilinear":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
             nn.Conv2d(c_in, c_out, 3, padding=1),
         )
     if kind == "pixelshuffle":

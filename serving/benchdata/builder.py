@@ -28,13 +28,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from serving.benchdata import adversarial as adv
 from serving.benchdata import augment as aug
 from serving.benchdata import autoencoders as ae
 from serving.benchdata import diffusion as df
 from serving.benchdata import formats as fm
 from serving.benchdata import photos as ph
+from serving.benchdata import srgan, vae
 from serving.benchdata import subpixel as sp
-from serving.benchdata import vae
 from serving.benchdata.dcgan import OUTPUT_SIZE as DCGAN_SIZE
 from serving.benchdata.dcgan import DcganFaces
 from serving.benchdata.esrgan import NPM_SPEC, EsrganX2
@@ -44,7 +45,13 @@ from serving.errors import DatasetError, InvalidInputError
 logger = logging.getLogger(__name__)
 
 AE_FAMILIES: Final = {f"ae_{u}": u for u in ae.UPSAMPLERS}
-TRAINED_FAMILIES: Final = ("diffusion_sdedit", "vae_latent", "espcn_x4")
+TRAINED_FAMILIES: Final = (
+    "diffusion_sdedit",
+    "vae_latent",
+    "espcn_x4",
+    "ae_adversarial",
+    "srgan_x2",
+)
 FAMILIES: Final = ("dcgan_faces", "esrgan_x2", *AE_FAMILIES, *TRAINED_FAMILIES)
 LABEL_DIRS: Final = ("0_real", "1_fake")
 MANIFEST_NAME: Final = "bench_manifest.json"
@@ -64,6 +71,10 @@ PIPELINES: Final = {
     "vae_latent": "fake: VAE decoder image of a latent sampled from the posterior of a "
     "side px photo crop; real: another side px crop of the same photo",
     "espcn_x4": "side px photo crop -> bicubic side/4; fake: ESPCN 4x, real: bicubic 4x",
+    "ae_adversarial": "fake: nnconv autoencoder trained against a PatchGAN critic, of a "
+    "side px photo crop; real: another side px crop of the same photo",
+    "srgan_x2": "side px photo crop -> bicubic side/2; fake: the GAN-trained SR net 2x, "
+    "real: bicubic 2x",
 }  # fmt: skip
 KNOWN_CONFOUNDS: Final = {
     "diffusion_sdedit": [
@@ -86,7 +97,7 @@ Face = npt.NDArray[np.uint8] | None
 Json = dict[str, Any]
 Photos = list[PhotoRecord]
 Splits = dict[str, Photos]
-Generator = ae.ConvAutoencoder | df.Denoiser | vae.LatentVae | sp.Espcn
+Generator = ae.ConvAutoencoder | df.Denoiser | vae.LatentVae | sp.Espcn | srgan.SrganX2
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,10 @@ def _pair(
         real_low = sp.downscale(crop(photo, side, rng))
         fake_low = sp.downscale(crop(photo, side, rng))
         return _resize(real_low, side), sp.upscale(model, fake_low)
+    if isinstance(model, srgan.SrganX2):
+        real_low = srgan.downscale(crop(photo, side, rng))
+        fake_low = srgan.downscale(crop(photo, side, rng))
+        return _resize(real_low, side), srgan.upscale(model, fake_low)
     if model is None:
         raise InvalidInputError(f"family {family!r} has no generator loaded")
     real, source = crop(photo, side, rng), crop(photo, side, rng)
@@ -293,6 +308,10 @@ def _train_generators(ctx: _Context, splits: Splits, progress: bool) -> None:
             )
         elif family == "espcn_x4":
             model, record = sp.fit_and_save(data[cfg.ae_patch], budget, seed, path)
+        elif family == "ae_adversarial":
+            model, record = adv.fit_and_save(data[cfg.ae_patch], budget, seed, path)
+        elif family == "srgan_x2":
+            model, record = srgan.fit_and_save(data[cfg.ae_patch], budget, seed, path)
         elif family == "vae_latent":
             model, record = vae.fit_and_save(data[cfg.gen_patch], budget, seed, path)
         else:

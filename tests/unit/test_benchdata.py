@@ -19,6 +19,7 @@ from serving.benchdata import (
     BenchConfig,
     build_benchmark,
 )
+from serving.benchdata.adversarial import train_adversarial
 from serving.benchdata.autoencoders import UPSAMPLERS, ConvAutoencoder
 from serving.benchdata.builder import TRAINED_FAMILIES
 from serving.benchdata.dcgan import WEIGHTS_SHA256, find_dcgan_weights
@@ -31,6 +32,7 @@ from serving.benchdata.photos import (
     debian_photos,
     is_colour,
 )
+from serving.benchdata.srgan import SrganX2
 from serving.errors import DatasetError, InvalidInputError, MissingWeightsError
 from serving.hashing import sha256_file
 
@@ -171,7 +173,7 @@ def test_build_benchmark_manifest_records_generators(
     root, manifest = tiny
     gens = manifest["generators"]
     assert gens["dcgan_faces"]["weights_sha256"] == WEIGHTS_SHA256
-    for family in ("ae_tconv", "ae_nnconv", "ae_pixelshuffle", *TRAINED_FAMILIES):
+    for family in (*(f"ae_{u}" for u in UPSAMPLERS), *TRAINED_FAMILIES):
         assert (
             sha256_file(root / gens[family]["file"]) == gens[family]["weights_sha256"]
         )
@@ -268,6 +270,26 @@ def test_debian_photos_keeps_listed_photos_only(tmp_path: Path) -> None:
 def test_conv_autoencoder_keeps_shape(upsampler: str) -> None:
     model = ConvAutoencoder(upsampler)
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3, 64, 64)
+
+
+def test_srgan_doubles_the_sides() -> None:
+    assert SrganX2()(torch.zeros(2, 3, 16, 24)).shape == (2, 3, 32, 48)
+
+
+def test_adversarial_training_is_seeded_and_changes_the_weights() -> None:
+    data = torch.rand(8, 3, 16, 16) - 0.5
+
+    def run(seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = ConvAutoencoder("nnconv")
+        before = model.decoder[0][1].weight.detach().clone()
+        train_adversarial(model, (data, data), (4, 2), seed)
+        after = model.decoder[0][1].weight.detach()
+        assert not torch.equal(before, after)
+        return after.clone()
+
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
 
 
 def test_find_dcgan_weights_explains_how_to_get_them(

@@ -6,6 +6,10 @@
 - `Verdict` on `names.VERDICTS_TOPIC`, key ``image_id``.
 - The DLQ record on `names.DLQ_TOPIC`: the original key and payload bytes, unchanged,
   with `DeadLetterHeaders` as Kafka headers.
+- `FeedbackEvent` on `names.FEEDBACK_TOPIC`, key ``content_sha256``: a reviewer's
+  label for an image (``synthguard.feedback.v1``); bad ones go to
+  `names.FEEDBACK_DLQ_TOPIC` in the same DLQ record shape. `parse_feedback` gives
+  typed errors.
 
 ``python -m stream.events`` rewrites the JSON Schema files in ``stream/schemas``; a
 unit test checks that the committed files equal the generated ones.
@@ -19,14 +23,29 @@ import sys
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from stream import names
+from stream.errors import PoisonMessageError
 
 SCHEMA_DIR: Final = Path(__file__).parent / "schemas"
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 ImageId = Annotated[str, Field(min_length=1, max_length=256)]
 Label = Literal["ai_generated", "real", "uncertain"]
+FeedbackLabel = Literal["ai_generated", "real"]
+_ONE_SOURCE: Final = {
+    "oneOf": [
+        {"required": ["uri"], "not": {"required": ["data_b64"]}},
+        {"required": ["data_b64"], "not": {"required": ["uri"]}},
+    ]
+}
 
 
 class _Wire(BaseModel):
@@ -51,14 +70,7 @@ class UploadEvent(_Wire):
 
     # tolerant reader: producers may add fields before consumers know them
     model_config = ConfigDict(
-        frozen=True,
-        extra="ignore",
-        json_schema_extra={
-            "oneOf": [
-                {"required": ["uri"], "not": {"required": ["data_b64"]}},
-                {"required": ["data_b64"], "not": {"required": ["uri"]}},
-            ]
-        },
+        frozen=True, extra="ignore", json_schema_extra=_ONE_SOURCE
     )
 
     schema_version: Literal[1] = 1
@@ -77,6 +89,62 @@ class UploadEvent(_Wire):
         if (self.uri is None) == (self.data_b64 is None):
             raise ValueError("exactly one of uri and data_b64 must be given")
         return self
+
+
+class FeedbackEvent(_Wire):
+    """A reviewer's decision about an image: one row for the kNN banks.
+
+    Attributes:
+        schema_version: Always 1 for this model.
+        image_id: The uploader's id of the reviewed image.
+        content_sha256: Hex sha256 of the image bytes; the Kafka key, checked
+            against the fetched bytes, and the bank's identity of the image.
+        uri: ``file:///abs/path`` or ``https://host/path``, as for uploads.
+        data_b64: The image bytes inline, base64 (standard alphabet).
+        label: The reviewer's label (no ``uncertain``: feedback is a decision).
+        reviewer: Who decided; the rate limit's and the metric's key.
+        tenant: Owning tenant.
+        decided_at: When the reviewer decided (timezone-aware).
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", json_schema_extra=_ONE_SOURCE
+    )
+
+    schema_version: Literal[1] = 1
+    image_id: ImageId
+    content_sha256: Sha256
+    uri: str | None = Field(default=None, max_length=4096)
+    data_b64: str | None = None
+    label: FeedbackLabel
+    reviewer: str = Field(pattern=r"^[A-Za-z0-9._@+-]{1,128}$")
+    tenant: str = Field(default="default", min_length=1, max_length=128)
+    decided_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FeedbackEvent:
+        if (self.uri is None) == (self.data_b64 is None):
+            raise ValueError("exactly one of uri and data_b64 must be given")
+        return self
+
+
+def parse_feedback(payload: bytes) -> FeedbackEvent:
+    """Parse one feedback record's value.
+
+    Raises:
+        PoisonMessageError: stage ``parse``, class ``bad_json`` (not a JSON object)
+            or ``schema`` (a field is missing or invalid).
+    """
+    try:
+        return FeedbackEvent.model_validate_json(payload)
+    except ValidationError as exc:
+        kinds = {e["type"] for e in exc.errors()}
+        error_class = "bad_json" if kinds & {"json_invalid", "json_type"} else "schema"
+        errs = exc.errors(include_url=False, include_input=False)
+        text = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errs)
+        raise PoisonMessageError(
+            text[:1024], error_class=error_class, stage="parse"
+        ) from exc
 
 
 class Exemplar(_Wire):
@@ -212,6 +280,7 @@ SCHEMAS: Final[dict[str, type[BaseModel]]] = {
     "upload_event.v1.json": UploadEvent,
     "verdict.v1.json": Verdict,
     "dead_letter_headers.v1.json": DeadLetterHeaders,
+    "feedback_event.v1.json": FeedbackEvent,
 }
 
 

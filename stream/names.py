@@ -14,6 +14,9 @@ UPLOADS_TOPIC: Final = "synthguard.uploads.v1"
 VERDICTS_TOPIC: Final = "synthguard.verdicts.v1"
 DLQ_TOPIC: Final = "synthguard.uploads.dlq.v1"
 GROUP_ID: Final = "synthguard-worker"
+FEEDBACK_TOPIC: Final = "synthguard.feedback.v1"
+FEEDBACK_DLQ_TOPIC: Final = "synthguard.feedback.dlq.v1"
+LEARNER_GROUP_ID: Final = "synthguard-learner"
 
 SCHEMA_VERSION: Final = 1
 # additive, optional changes within a major version: 1.1 added ``Verdict.reasons``
@@ -51,7 +54,11 @@ METRIC_BUILD: Final = PREFIX + "build"  # -> ``synthguard_build_info``
 METRIC_NOVEL_VERDICTS: Final = PREFIX + "novel_verdicts_total"
 METRIC_SCORE_DRIFT_PSI: Final = PREFIX + "score_drift_psi"
 METRIC_SCORE_DRIFT_WINDOW: Final = PREFIX + "score_drift_window_events"
+METRIC_FEEDBACK: Final = PREFIX + "feedback_events_total"  # {reviewer, outcome}
+METRIC_BANK_ROWS: Final = PREFIX + "feedback_bank_rows"  # {label}
+METRIC_BANK_CHECKPOINTS: Final = PREFIX + "feedback_bank_checkpoints_total"
 
 STAGES: Final = ("fetch", "decode", "infer", "publish")
 LABELS: Final = ("ai_generated", "real", "uncertain")
 OUTCOMES: Final = ("verdict", "dlq")
+FEEDBACK_OUTCOMES: Final = ("applied", "duplicate", "rate_limited", "dlq")

@@ -7,11 +7,13 @@ import pytest
 from pydantic import ValidationError
 
 from stream import names
+from stream.errors import PoisonMessageError
 from stream.events import (
     SCHEMA_DIR,
     SCHEMAS,
     DeadLetterHeaders,
     UploadEvent,
+    parse_feedback,
     schema_text,
     utc_now,
 )
@@ -84,3 +86,47 @@ def test_dead_letter_headers_round_trip() -> None:
 
 def test_schema_dir_is_in_the_package() -> None:
     assert Path(__file__).parents[2] / "stream" / "schemas" == SCHEMA_DIR
+
+
+def _feedback(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "image_id": "img-1",
+        "content_sha256": "a" * 64,
+        "data_b64": "AAAA",
+        "label": "ai_generated",
+        "reviewer": "rev-1",
+        "decided_at": utc_now().isoformat(),
+    }
+    base.update(kw)
+    return base
+
+
+def test_feedback_event_round_trip_and_tolerant_reader() -> None:
+    raw = json.dumps(_feedback(future_field=1, tenant="t1")).encode()
+    event = parse_feedback(raw)
+    assert (event.schema_version, event.tenant, event.label) == (
+        1,
+        "t1",
+        "ai_generated",
+    )
+    assert parse_feedback(event.model_dump_json().encode()) == event
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_class"),
+    [
+        (b"{not json", "bad_json"),
+        (b"[1, 2]", "schema"),
+        (json.dumps(_feedback(label="uncertain")).encode(), "schema"),
+        (json.dumps(_feedback(uri="file:///x.jpg")).encode(), "schema"),
+        (json.dumps(_feedback(data_b64=None)).encode(), "schema"),
+        (json.dumps(_feedback(content_sha256="A" * 64)).encode(), "schema"),
+        (json.dumps(_feedback(reviewer="a b")).encode(), "schema"),
+        (json.dumps(_feedback(decided_at="2026-01-01T00:00:00")).encode(), "schema"),
+    ],
+    ids=["bad_json", "array", "uncertain", "both", "neither", "sha", "rev", "naive"],
+)
+def test_parse_feedback_raises_typed_poison(payload: bytes, error_class: str) -> None:
+    with pytest.raises(PoisonMessageError) as info:
+        parse_feedback(payload)
+    assert (info.value.error_class, info.value.stage) == (error_class, "parse")

@@ -31,6 +31,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from stream import names
 from stream.errors import PoisonMessageError
@@ -40,7 +41,7 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 ImageId = Annotated[str, Field(min_length=1, max_length=256)]
 Label = Literal["ai_generated", "real", "uncertain"]
 FeedbackLabel = Literal["ai_generated", "real"]
-_ONE_SOURCE: Final = {
+_ONE_SOURCE: Final[JsonDict] = {
     "oneOf": [
         {"required": ["uri"], "not": {"required": ["data_b64"]}},
         {"required": ["data_b64"], "not": {"required": ["uri"]}},

@@ -120,6 +120,10 @@ class FeedbackBank:
             return "applied"
         return "duplicate" if old.label == rec.label else "relabelled"
 
+    def skip(self, partition: int, offset: int) -> None:
+        """Note a record that gives no row (it went to the DLQ): replays skip it."""
+        self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
+
     def _evict(self) -> None:
         while len(self._entries) > self.max_rows:
             oldest = min(self._entries, key=lambda s: (self._entries[s].age_us, s))

@@ -1,6 +1,7 @@
 """Application: the stream subcommands of ``synthguard``.
 
-``worker`` (run a runner until SIGTERM), ``produce PATH...`` (publish upload events),
+``worker`` (run a runner until SIGTERM), ``learner`` (the feedback learner),
+``produce PATH...`` (publish upload events),
 ``up`` (Tansu + export + tritonserver + worker until Ctrl-C) and ``stream-demo``
 (the one-command demo). `add_parsers` adds them to the CLI's subparsers.
 """
@@ -28,11 +29,13 @@ Command = Callable[[argparse.Namespace, ServingSettings, StreamSettings], int]
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``worker``, ``produce``, ``up`` and ``stream-demo``."""
+    """Add ``worker``, ``learner``, ``produce``, ``up`` and ``stream-demo``."""
     p = sub.add_parser(
         "worker", help="consume uploads, publish verdicts (SIGTERM drains)"
     )
     p.add_argument("--runner", choices=("aiokafka", "faust"), help="default: settings")
+
+    sub.add_parser("learner", help="feedback topic into the kNN feedback bank")
 
     p = sub.add_parser("produce", help="publish upload events for image files")
     p.add_argument("paths", type=Path, nargs="+", help="files or folders (walked)")
@@ -64,6 +67,15 @@ def cmd_worker(
     if args.runner:
         settings = settings.model_copy(update={"runner": args.runner})
     return run_worker(settings)
+
+
+def cmd_learner(
+    _args: argparse.Namespace, _serving: ServingSettings, settings: StreamSettings
+) -> int:
+    """Run the feedback learner until SIGTERM/SIGINT."""
+    from stream.runners.learner_runner import run_learner
+
+    return run_learner(settings)
 
 
 def cmd_produce(
@@ -144,6 +156,7 @@ def cmd_stream_demo(
 
 COMMANDS: dict[str, Command] = {
     "worker": cmd_worker,
+    "learner": cmd_learner,
     "produce": cmd_produce,
     "up": cmd_up,
     "stream-demo": cmd_stream_demo,

@@ -23,19 +23,36 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
 from stream.decode import MAX_IMAGE_BYTES
 from stream.errors import PoisonMessageError
-from stream.events import UploadEvent
 
 logger = logging.getLogger(__name__)
 _STAGE = "fetch"
 _CHUNK = 1024 * 1024
 # non-blocking: opening a FIFO must not wait for a writer; no controlling terminal
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
+
+
+class ImageRef(Protocol):
+    """Where an event's image is: exactly one of ``uri`` and ``data_b64``.
+
+    `stream.events.UploadEvent` and `stream.events.FeedbackEvent` both are one.
+    """
+
+    @property
+    def uri(self) -> str | None:
+        """``file://`` or ``https://`` claim check."""
+        ...
+
+    @property
+    def data_b64(self) -> str | None:
+        """Inline base64 bytes."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +105,7 @@ class Fetcher:
     ssl_context: ssl.SSLContext | None = None
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
 
-    async def fetch(self, event: UploadEvent) -> bytes:
+    async def fetch(self, event: ImageRef) -> bytes:
         """The image bytes of `event`.
 
         Raises:
@@ -96,7 +113,7 @@ class Fetcher:
         """
         if event.data_b64 is not None:
             return self._inline(event.data_b64)
-        uri = event.uri or ""  # UploadEvent guarantees exactly one source
+        uri = event.uri or ""  # the events guarantee exactly one source
         parts = urlsplit(uri)
         if parts.scheme == "file" and self.limits.allow_file:
             return await self._file(parts.netloc, unquote(parts.path))

@@ -176,6 +176,33 @@ class MetricsSettings(_Group):
     port: int = Field(9108, ge=0, le=65535)
 
 
+class LearnerSettings(_Group):
+    """The feedback learner (``synthguard learner``; see ``docs/feedback.md``).
+
+    Attributes:
+        feedback_topic: Reviewer feedback (`stream.events.FeedbackEvent`).
+        dlq_topic: Bad feedback events, in the uploads' DLQ record shape.
+        group_id: The learner's own consumer group.
+        artifacts_dir: The served artifacts (manifest: encoder layout, kNN view).
+        bank_dir: Where the feedback bank is checkpointed.
+        max_rows: Feedback rows kept (oldest evicted first; training rows never).
+        reviewer_max_events: Events one reviewer may send per window and
+            partition; more go to the DLQ as ``rate_limited``.
+        reviewer_window_s: The rate limit's window, on the records' timestamps.
+        poll_max_records: Records per poll, and so per checkpoint at most.
+    """
+
+    feedback_topic: str = names.FEEDBACK_TOPIC
+    dlq_topic: str = names.FEEDBACK_DLQ_TOPIC
+    group_id: str = names.LEARNER_GROUP_ID
+    artifacts_dir: Path = Path(".synthguard/artifacts")
+    bank_dir: Path = Path(".synthguard/feedback_bank")
+    max_rows: int = Field(10_000, ge=1)
+    reviewer_max_events: int = Field(120, ge=1)
+    reviewer_window_s: float = Field(60.0, gt=0)
+    poll_max_records: int = Field(64, ge=1)
+
+
 class StreamSettings(BaseSettings):
     """Everything the worker needs, frozen after reading."""
 
@@ -190,3 +217,4 @@ class StreamSettings(BaseSettings):
     decode: DecodeSettings = DecodeSettings()
     worker: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()
+    learner: LearnerSettings = LearnerSettings()

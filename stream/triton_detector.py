@@ -1,5 +1,7 @@
 """Adapter: the `stream.ports.Detector` port on Triton (`TritonDetectorClient`).
 
+`TritonRowEncoder` is the feedback learner's encoder (the encoder model alone).
+
 Maps `serving` errors onto the stream's: ``InferenceUnavailableError`` →
 `TransientError`, ``InvalidInputError`` → `PoisonMessageError` (stage ``infer``).
 The gRPC channel is created lazily, inside the running event loop.
@@ -15,6 +17,7 @@ import numpy.typing as npt
 
 from serving.errors import InferenceUnavailableError, InvalidInputError
 from serving.scoring.drift import ScoreReference
+from serving.scoring.views import FeatureLayout, FeatureView
 from serving.triton import names as triton_names
 from serving.triton.client import TritonDetectorClient
 from stream.errors import PoisonMessageError, TransientError
@@ -84,6 +87,51 @@ class TritonDetector:
     async def ready(self) -> bool:
         """Whether the pipeline model is loaded and reachable."""
         return await self._client.model_ready(triton_names.PIPELINE_MODEL)
+
+    async def close(self) -> None:
+        """Close the gRPC channel."""
+        await self._client.close()
+
+
+class TritonRowEncoder:
+    """The learner's encoder: Triton's `names.ENCODER_MODEL` to kNN feature rows.
+
+    Calls the encoder model by name (not the pipeline), then flattens with the
+    artifact's layout and applies the kNN head's view, as the served head does.
+
+    Args:
+        settings: Triton's gRPC address, deadline and retries.
+        layout: The artifact encoder's flat-row layout.
+        view: The kNN head's view of the flat rows.
+    """
+
+    def __init__(
+        self, settings: TritonSettings, layout: FeatureLayout, view: FeatureView
+    ) -> None:
+        s = settings
+        self._client = TritonDetectorClient(s.url, s.timeout_s, s.retries, s.backoff_s)
+        self.layout, self.view = layout, view
+
+    async def rows(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """(n, 224, 224, 3) uint8 images to (n, view.dim) float32 rows.
+
+        Raises:
+            TransientError: Triton stayed unavailable.
+            PoisonMessageError: Triton rejected the input (stage ``infer``).
+        """
+        try:
+            encoding = await self._client.embed(images)
+        except InferenceUnavailableError as exc:
+            raise TransientError(str(exc)) from exc
+        except InvalidInputError as exc:
+            raise PoisonMessageError(
+                str(exc), error_class="invalid_input", stage="infer"
+            ) from exc
+        return self.view.apply(encoding.flat(self.layout))
+
+    async def ready(self) -> bool:
+        """Whether the encoder model is loaded and reachable."""
+        return await self._client.model_ready(triton_names.ENCODER_MODEL)
 
     async def close(self) -> None:
         """Close the gRPC channel."""

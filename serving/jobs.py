@@ -5,7 +5,7 @@ cached features, training with the decision chosen by leave-one-family-out,
 robustness evaluation, the offline benchmark, and the demo profile (head options,
 paths, artifacts) that ``synthguard eval-demo`` and the stream demo share.
 `serving.commands` (argument handling) and `serving.demo` (the evaluation report)
-call these; so does `stream.assets`.
+call these; so does `stream.dev.assets`.
 """
 
 from __future__ import annotations

@@ -213,9 +213,9 @@ def _pair(
         fake_low = sp.downscale(crop(photo, side, rng))
         return _resize(real_low, side), sp.upscale(model, fake_low)
     if isinstance(model, srgan.SrganX2):
-        real_low = srgan.downscale(crop(photo, side, rng))
-        fake_low = srgan.downscale(crop(photo, side, rng))
-        return _resize(real_low, side), srgan.upscale(model, fake_low)
+        real_low = sp.downscale(crop(photo, side, rng), srgan.SCALE)
+        fake_low = sp.downscale(crop(photo, side, rng), srgan.SCALE)
+        return _resize(real_low, side), sp.upscale(model, fake_low)
     if model is None:
         raise InvalidInputError(f"family {family!r} has no generator loaded")
     real, source = crop(photo, side, rng), crop(photo, side, rng)

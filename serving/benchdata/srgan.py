@@ -15,14 +15,12 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from serving.benchdata import adversarial as adv
+from serving.benchdata import subpixel as sp
 from serving.benchdata import training as tr
-from serving.errors import InvalidInputError
 from serving.hashing import sha256_file
 
 SCALE: Final = 2
@@ -49,26 +47,6 @@ class SrganX2(nn.Module):
         return out
 
 
-def downscale(img: Image.Image) -> Image.Image:
-    """Bicubic 1/2 of an image whose sides are even."""
-    if img.width % SCALE or img.height % SCALE:
-        raise InvalidInputError(f"sides must be even, got {img.size}")
-    return img.resize(
-        (img.width // SCALE, img.height // SCALE), Image.Resampling.BICUBIC
-    )
-
-
-def _low_res(patches: tr.UInt8Images) -> tr.UInt8Images:
-    return np.stack([np.asarray(downscale(Image.fromarray(p))) for p in patches])
-
-
-def upscale(model: SrganX2, img: Image.Image) -> Image.Image:
-    """The network's 2x image of ``img`` (RGB)."""
-    x = tr.to_tensor(np.asarray(img.convert("RGB"), dtype=np.uint8)[None])
-    with torch.no_grad():
-        return Image.fromarray(tr.to_uint8(model(x))[0])
-
-
 def fit_and_save(
     patches: tuple[tr.UInt8Images, tr.UInt8Images],
     budget: tuple[int, int],
@@ -85,15 +63,9 @@ def fit_and_save(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SrganX2()
-    pairs = (tr.to_tensor(_low_res(train)), tr.to_tensor(train))
+    pairs = (tr.to_tensor(sp.low_res(train, SCALE)), tr.to_tensor(train))
     loss = adv.train_adversarial(model, pairs, budget, seed)
     tr.save_weights(model, path, {"kind": "srgan_x2", "seed": str(seed)})
-    low = [Image.fromarray(p) for p in _low_res(heldout)]
-    side = heldout.shape[1]
-    sr = np.stack([np.asarray(upscale(model, im)) for im in low])
-    bicubic = np.stack(
-        [np.asarray(im.resize((side, side), Image.Resampling.BICUBIC)) for im in low]
-    )
     return model, {
         "model_id": f"synthguard/srgan_x2@seed{seed}",
         "weights_sha256": sha256_file(path),
@@ -103,7 +75,6 @@ def fit_and_save(
         "batch_size": budget[1],
         "final_train_loss": round(loss, 6),
         "train_patches": len(train),
-        "psnr_db_heldout": round(tr.psnr_db(sr, heldout), 2),
-        "psnr_db_heldout_bicubic": round(tr.psnr_db(bicubic, heldout), 2),
+        **sp.heldout_psnr(model, heldout, SCALE),
         "train_seconds": round(time.perf_counter() - t0, 1),
     }

@@ -49,17 +49,18 @@ class Espcn(nn.Module):
         return out
 
 
-def downscale(img: Image.Image) -> Image.Image:
-    """Bicubic 1/4 of an image whose sides are multiples of 4."""
-    if img.width % SCALE or img.height % SCALE:
-        raise InvalidInputError(f"sides must be multiples of 4, got {img.size}")
+def downscale(img: Image.Image, scale: int = SCALE) -> Image.Image:
+    """Bicubic 1/scale of an image whose sides are multiples of ``scale``."""
+    if img.width % scale or img.height % scale:
+        raise InvalidInputError(f"sides must be multiples of {scale}, got {img.size}")
     return img.resize(
-        (img.width // SCALE, img.height // SCALE), Image.Resampling.BICUBIC
+        (img.width // scale, img.height // scale), Image.Resampling.BICUBIC
     )
 
 
-def _low_res(patches: tr.UInt8Images) -> tr.UInt8Images:
-    return np.stack([np.asarray(downscale(Image.fromarray(p))) for p in patches])
+def low_res(patches: tr.UInt8Images, scale: int = SCALE) -> tr.UInt8Images:
+    """Bicubic 1/scale of every (n, p, p, 3) patch."""
+    return np.stack([np.asarray(downscale(Image.fromarray(p), scale)) for p in patches])
 
 
 def train_espcn(
@@ -70,7 +71,7 @@ def train_espcn(
     Returns:
         The model (eval mode) and the loss of the last batch.
     """
-    hr, lr = tr.to_tensor(patches), tr.to_tensor(_low_res(patches))
+    hr, lr = tr.to_tensor(patches), tr.to_tensor(low_res(patches))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Espcn()
@@ -85,8 +86,8 @@ def train_espcn(
     return model, last
 
 
-def upscale(model: Espcn, img: Image.Image) -> Image.Image:
-    """The network's 4x image of ``img`` (RGB)."""
+def upscale(model: nn.Module, img: Image.Image) -> Image.Image:
+    """The super-resolution network's image of ``img`` (RGB)."""
     x = tr.to_tensor(np.asarray(img.convert("RGB"), dtype=np.uint8)[None])
     with torch.no_grad():
         return Image.fromarray(tr.to_uint8(model(x))[0])
@@ -107,12 +108,6 @@ def fit_and_save(
     train, heldout = patches
     model, loss = train_espcn(train, budget, seed)
     tr.save_weights(model, path, {"kind": "espcn_x4", "seed": str(seed)})
-    low = [Image.fromarray(p) for p in _low_res(heldout)]
-    side = heldout.shape[1]
-    sr = np.stack([np.asarray(upscale(model, im)) for im in low])
-    bicubic = np.stack(
-        [np.asarray(im.resize((side, side), Image.Resampling.BICUBIC)) for im in low]
-    )
     return model, {
         "model_id": f"synthguard/espcn_x4@seed{seed}",
         "weights_sha256": sha256_file(path),
@@ -122,7 +117,22 @@ def fit_and_save(
         "final_train_loss": round(loss, 6),
         "gradient_loss_weight": GRADIENT_LOSS_WEIGHT,
         "train_patches": len(train),
+        **heldout_psnr(model, heldout, SCALE),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def heldout_psnr(
+    model: nn.Module, heldout: tr.UInt8Images, scale: int
+) -> dict[str, float]:
+    """PSNR of the network and of bicubic on the 1/scale of held-out patches."""
+    low = [Image.fromarray(p) for p in low_res(heldout, scale)]
+    side = heldout.shape[1]
+    sr = np.stack([np.asarray(upscale(model, im)) for im in low])
+    bicubic = np.stack(
+        [np.asarray(im.resize((side, side), Image.Resampling.BICUBIC)) for im in low]
+    )
+    return {
         "psnr_db_heldout": round(tr.psnr_db(sr, heldout), 2),
         "psnr_db_heldout_bicubic": round(tr.psnr_db(bicubic, heldout), 2),
-        "train_seconds": round(time.perf_counter() - t0, 1),
     }

@@ -9,12 +9,16 @@ this is UnivFD's ``min d(reals) - min d(fakes)`` with ``d = 1 - cos``.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
 from serving.errors import ArtifactMismatchError, InvalidInputError
+from serving.feedback_bank import MANIFEST_FILE as FEEDBACK_MANIFEST
+from serving.feedback_bank import FeedbackBank, FeedbackLabel
 from serving.heads.base import FloatArray, LabeledFeatures
 from serving.index.faiss_index import FaissBank, IntArray
 from serving.scoring.knn import knn_score
@@ -24,6 +28,11 @@ SUPPORTED_K: Final = (1, 3, 5, 9)
 BANK_FILES: Final = {"real": "knn_real.safetensors", "fake": "knn_fake.safetensors"}
 IDS_FILE: Final = "knn_ids.json"
 _LABELS: Final = {"real": 0, "fake": 1}
+_FEEDBACK_LABELS: Final[dict[str, FeedbackLabel]] = {
+    "real": "real",
+    "fake": "ai_generated",
+}
+logger = logging.getLogger(__name__)
 
 
 def _check_k(k: int) -> int:
@@ -50,6 +59,7 @@ class KnnHead:
         self.k = _check_k(k)
         self._banks: dict[str, FaissBank] = {}
         self._ids: dict[str, tuple[str, ...]] = {}
+        self.feedback_version: str | None = None
 
     def fit(self, train: LabeledFeatures, val: LabeledFeatures) -> None:
         """Build the real and fake banks from `train` (`val` is unused).
@@ -116,6 +126,26 @@ class KnnHead:
             out.append([f"{label} {sim:.4f} {img}" for sim, label, img in hits])
         return out
 
+    def with_feedback(self, bank: FeedbackBank) -> KnnHead:
+        """A new head: these banks plus the feedback rows (``feedback/<sha256>`` ids).
+
+        Raises:
+            InvalidInputError: not fitted, or the feedback rows are of another width.
+        """
+        if not self._banks:
+            raise InvalidInputError("the kNN head is not fitted")
+        head = KnnHead(self.view, self.k)
+        for label, wire in _FEEDBACK_LABELS.items():
+            rows, shas = bank.rows(wire)
+            merged = FaissBank(self._banks[label].dim)
+            merged.add(self._banks[label].vectors())
+            if shas:
+                merged.add(rows)
+            head._banks[label] = merged
+            head._ids[label] = self._ids[label] + tuple(f"feedback/{s}" for s in shas)
+        head.feedback_version = bank.version()
+        return head
+
     def save(self, directory: Path) -> dict[str, Any]:
         """Write both banks (safetensors) and their ids (JSON) into `directory`.
 
@@ -163,3 +193,43 @@ class KnnHead:
             if not bank.ntotal == len(head._ids[label]) == sizes[label]:
                 raise ArtifactMismatchError(f"{label} bank size disagrees with params")
         return head
+
+
+class FeedbackBankWatch:
+    """The served kNN head, reloaded when the feedback bank's checkpoint changes.
+
+    Polls the bank manifest at most every ``poll_s`` (a stat and a small JSON
+    read), so a new bank version is served within ``poll_s`` without a Triton
+    restart; the merged head is swapped in whole, so a request sees one version.
+    A checkpoint that fails to load keeps the previous head (and is logged).
+
+    Args:
+        base: The artifact's head (training banks); feedback is merged onto it.
+        directory: The learner's bank directory.
+        poll_s: Seconds between checks.
+    """
+
+    def __init__(self, base: KnnHead, directory: Path, poll_s: float) -> None:
+        self.base, self.directory, self.poll_s = base, directory, poll_s
+        self.head = base
+        self._checked = -float("inf")
+
+    def current(self) -> KnnHead:
+        """The head to score with now."""
+        now = time.monotonic()
+        if now - self._checked >= self.poll_s:
+            self._checked = now
+            self._reload()
+        return self.head
+
+    def _reload(self) -> None:
+        path = self.directory / FEEDBACK_MANIFEST
+        try:
+            version = json.loads(path.read_text(encoding="utf-8"))["version"]
+            if version != self.head.feedback_version:
+                self.head = self.base.with_feedback(FeedbackBank.load(self.directory))
+                logger.info("serving feedback bank %s", self.head.feedback_version)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, ArtifactMismatchError) as exc:
+            logger.warning("feedback bank in %s not loaded: %s", self.directory, exc)

@@ -40,7 +40,7 @@ from serving.errors import (
     MissingWeightsError,
 )
 from serving.heads.base import Head
-from serving.heads.knn import KnnHead
+from serving.heads.knn import FeedbackBankWatch, KnnHead
 from serving.scoring.calibration import calibrate, decide
 from serving.scoring.fusion import Decision
 from serving.scoring.novelty import Novelty, apply_reasons, novelty_reasons
@@ -133,9 +133,15 @@ class HeadBackend:
 
     input_names = tuple(t.name for t in names.ENCODER_OUTPUTS)
 
-    def __init__(self, head: Head, layout: FeatureLayout) -> None:
+    def __init__(
+        self,
+        head: Head,
+        layout: FeatureLayout,
+        feedback: FeedbackBankWatch | None = None,
+    ) -> None:
         self._head = head
         self._layout = layout
+        self._feedback = feedback
 
     @classmethod
     def from_args(cls, args: dict[str, str]) -> HeadBackend:
@@ -145,9 +151,13 @@ class HeadBackend:
             MissingWeightsError: the repository was not exported.
             ArtifactMismatchError: files missing, altered or of another kind.
         """
-        instance = model_parameters(args).get(names.PARAM_HEAD, "")
-        manifest, head = load_head(version_dir(args), instance)
-        return cls(head, manifest.encoder.layout)
+        params = model_parameters(args)
+        manifest, head = load_head(version_dir(args), params.get(names.PARAM_HEAD, ""))
+        bank_dir = params.get(names.PARAM_FEEDBACK_BANK, "")
+        watch = None
+        if bank_dir and isinstance(head, KnnHead):
+            watch = FeedbackBankWatch(head, Path(bank_dir), names.FEEDBACK_POLL_S)
+        return cls(head, manifest.encoder.layout, watch)
 
     def run(self, inputs: Arrays) -> Arrays:
         """Score one request's encoder outputs (and list kNN exemplars)."""
@@ -155,11 +165,12 @@ class HeadBackend:
             np.asarray(inputs[names.EMBEDDING.name], dtype=np.float32),
             np.asarray(inputs[names.CLS_TOKENS.name], dtype=np.float32),
         )
-        out: Arrays = {names.SCORE.name: self._head.score(x).reshape(-1, 1)}
-        if isinstance(self._head, KnnHead):
-            rows = self._head.neighbours(x)
-            out[names.EXEMPLARS.name] = _bytes_array(rows, 2 * self._head.k)
-            sims = self._head.bank_similarity(x).reshape(-1, 1)
+        head = self._feedback.current() if self._feedback else self._head
+        out: Arrays = {names.SCORE.name: head.score(x).reshape(-1, 1)}
+        if isinstance(head, KnnHead):
+            rows = head.neighbours(x)
+            out[names.EXEMPLARS.name] = _bytes_array(rows, 2 * head.k)
+            sims = head.bank_similarity(x).reshape(-1, 1)
             out[names.BANK_SIMILARITY.name] = sims
         return out
 

@@ -39,6 +39,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--link-encoder", action="store_true", help="symlink, not copy")
     p.add_argument("--knn-head", help="kNN head instance to serve (default: first)")
     p.add_argument(
+        "--feedback-bank", type=Path, help="learner bank dir head_knn polls (live)"
+    )
+    p.add_argument(
         "--no-source-path",
         action="store_true",
         help="`serving` is installed where the Triton stub runs (no sys.path entry)",
@@ -70,6 +73,7 @@ def cmd_export(args: argparse.Namespace, settings: ServingSettings) -> int:
         link_encoder=args.link_encoder,
         knn_head=args.knn_head,
         source_root=None if args.no_source_path else SOURCE_ROOT,
+        feedback_bank=args.feedback_bank,
     )
     summary = {k: v for k, v in doc.items() if k != "files"}
     summary.update(out=str(out), n_files=len(doc["files"]))

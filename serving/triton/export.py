@@ -48,6 +48,7 @@ def export_repository(
     link_encoder: bool = False,
     knn_head: str | None = None,
     source_root: Path | None = SOURCE_ROOT,
+    feedback_bank: Path | None = None,
 ) -> dict[str, Any]:
     """Export a Triton model repository.
 
@@ -64,6 +65,9 @@ def export_repository(
         source_root: Directory holding the ``serving`` package, written into every
             config so the python-backend stub can import it; None when ``serving``
             is installed in the stub's environment.
+        feedback_bank: The learner's bank directory; ``head_knn`` then serves its
+            rows with the training banks and picks up each new checkpoint within
+            `names.FEEDBACK_POLL_S` (docs/feedback.md).
 
     Returns:
         The export manifest (also written to ``out_dir/export_manifest.json``).
@@ -86,6 +90,11 @@ def export_repository(
     encoder = _place_encoder(out_dir, manifest, encoder_onnx, gpu_onnx, link_encoder)
     knn_k = int(manifest.heads[served["knn"]].params["k"])
     _rewrite_configs(out_dir, manifest, served, knn_k, source_root)
+    if feedback_bank is not None:
+        knn_config = out_dir / names.HEAD_MODELS["knn"] / "config.pbtxt"
+        config = read_config(knn_config)
+        set_parameter(config, names.PARAM_FEEDBACK_BANK, str(feedback_bank.resolve()))
+        write_config(knn_config, config, "written by `synthguard export`")
     doc = _export_manifest(artifacts_dir, out_dir, manifest, served, knn_k, encoder)
     (out_dir / names.EXPORT_MANIFEST_FILE).write_text(json.dumps(doc, indent=2))
     logger.info("exported %d files to %s", len(doc["files"]), out_dir)

@@ -59,6 +59,9 @@ PARAM_UNCERTAIN_LOW: Final = "synthguard_uncertain_low"
 PARAM_VERSIONS: Final = "synthguard_versions"
 PARAM_SCORE_REFERENCE: Final = "synthguard_score_reference"  # drift reference, JSON
 PARAM_THREADS: Final = "synthguard_intra_op_threads"
+# head_knn: the learner's feedback bank directory, polled for new versions
+PARAM_FEEDBACK_BANK: Final = "synthguard_feedback_bank_dir"
+FEEDBACK_POLL_S: Final = 1.0
 
 Dim = int | str
 

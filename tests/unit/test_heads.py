@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from serving.errors import ArtifactMismatchError, InvalidInputError
+from serving.feedback_bank import FeedbackBank, FeedbackRecord
 from serving.heads.base import FloatArray, Head, LabeledFeatures
-from serving.heads.knn import KnnHead
+from serving.heads.knn import FeedbackBankWatch, KnnHead
 from serving.heads.linear import LinearProbeHead
 from serving.heads.mlp import MlpHead
 from serving.index.faiss_index import FaissBank
@@ -220,3 +221,24 @@ def test_mlp_head_save_load_roundtrip(tmp_path: Path) -> None:
 def test_mlp_config_rejects_unknown_loss() -> None:
     with pytest.raises(InvalidInputError):
         MlpTrainConfig(loss="hinge")  # type: ignore[arg-type]
+
+
+def test_knn_with_feedback_adds_rows_and_the_watch_picks_up_new_versions(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20, 6)).astype(np.float32)
+    y = np.repeat([0, 1], 10).astype(np.int64)
+    base = KnnHead(FeatureView(FeatureLayout(6, 0, 0), "embeds", norm="none"), k=1)
+    base.fit(LabeledFeatures(x, y), LabeledFeatures(x, y))
+    query = rng.standard_normal((1, 6)).astype(np.float32)
+    watch = FeedbackBankWatch(base, tmp_path, poll_s=0.0)
+    assert watch.current() is base  # no checkpoint yet
+    bank = FeedbackBank(6, max_rows=5)
+    bank.apply(FeedbackRecord(0, 0, "a" * 64, "ai_generated", 1, query[0]))
+    bank.save(tmp_path)
+    head = watch.current()
+    assert head.feedback_version == bank.version()
+    assert head.neighbours(query)[0][0] == f"fake 1.0000 feedback/{'a' * 64}"
+    assert head.score(query)[0] > base.score(query)[0]
+    assert base.neighbours(query)[0][0].split()[-1].startswith("train/")

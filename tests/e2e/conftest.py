@@ -41,17 +41,21 @@ def images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_repo(tmp_path_factory: pytest.TempPathFactory, images_dir: Path) -> Path:
+def artifacts(tmp_path_factory: pytest.TempPathFactory, images_dir: Path) -> Path:
     from PIL import Image
 
     from serving.encoders.onnx_clip import OnnxClipEncoder
 
     reals = [Image.open(p).convert("RGB") for p in sorted(images_dir.glob("real_*"))]
     fakes = [Image.open(p).convert("RGB") for p in sorted(images_dir.glob("fake_*"))]
-    arts = train_artifacts(
+    return train_artifacts(
         tmp_path_factory.mktemp("artifacts"), OnnxClipEncoder(threads=2), reals, fakes
     )
-    return export(arts, tmp_path_factory.mktemp("repo") / "model_repository")
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Path:
+    return export(artifacts, tmp_path_factory.mktemp("repo") / "model_repository")
 
 
 @pytest.fixture(scope="session")

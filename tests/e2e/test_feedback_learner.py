@@ -1,6 +1,7 @@
 """End to end: feedback events on the REAL Tansu broker, encoded by the REAL
 tritonserver (real int8 CLIP weights), into the feedback bank; then the issue's
-replay test: the topic from offset 0 into a fresh bank is the same bank bit for bit.
+replay test (the topic from offset 0 into a fresh bank is the same bank bit for bit)
+and its reload test (a running tritonserver serves a new bank version, no restart).
 """
 
 from __future__ import annotations
@@ -9,10 +10,19 @@ import asyncio
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+import pytest
+from PIL import Image
+
 from serving.feedback_bank import MANIFEST_FILE, FeedbackBank
-from serving.triton.server import TritonServer
+from serving.preprocessing import clip_default
+from serving.triton.client import TritonDetectorClient
+from serving.triton.export import export_repository
+from serving.triton.server import ServerOptions, TritonServer
 from stream.dev.broker import TansuBroker, create_topics
 from stream.dev.produce import producer
 from stream.dev.testing import read_topic
@@ -45,9 +55,8 @@ def _key(value: bytes) -> bytes:
 
 
 def _settings(
-    bootstrap: str, grpc: str, repo: Path, bank: Path, topic: str
+    bootstrap: str, grpc: str, artifacts: Path, bank: Path, topic: str
 ) -> StreamSettings:
-    artifacts = next(repo.glob("*/1/manifest.json")).parent  # any served copy
     return StreamSettings.model_validate(
         {
             "kafka": {"bootstrap_servers": bootstrap},
@@ -105,7 +114,7 @@ def _feedback(images_dir: Path) -> list[bytes]:
 async def test_e2e_feedback_grows_the_bank_and_replay_is_bit_identical(
     broker: TansuBroker,
     triton: TritonServer,
-    model_repo: Path,
+    artifacts: Path,
     images_dir: Path,
     tmp_path: Path,
 ) -> None:
@@ -119,7 +128,7 @@ async def test_e2e_feedback_grows_the_bank_and_replay_is_bit_identical(
     await prod.stop()
 
     grpc = triton.grpc_url
-    first = _settings(broker.bootstrap, grpc, model_repo, tmp_path / "bank", topic)
+    first = _settings(broker.bootstrap, grpc, artifacts, tmp_path / "bank", topic)
     await _learn_until(first, len(events), 300)
     bank = FeedbackBank.load(first.learner.bank_dir)
     assert len(bank) == 6  # 3 reals + 3 fakes; duplicate and relabel add no row
@@ -130,8 +139,60 @@ async def test_e2e_feedback_grows_the_bank_and_replay_is_bit_identical(
     classes = sorted(DeadLetterHeaders.from_kafka(r.headers).error_class for r in dlq)
     assert classes == ["bad_json", "checksum_mismatch"]
 
-    replay = _settings(broker.bootstrap, grpc, model_repo, tmp_path / "replay", topic)
+    replay = _settings(broker.bootstrap, grpc, artifacts, tmp_path / "replay", topic)
     await _learn_until(replay, len(events), 300)
     for name in (MANIFEST_FILE, f"feedback_bank-{bank.version()}.safetensors"):
         original = (first.learner.bank_dir / name).read_bytes()
         assert (replay.learner.bank_dir / name).read_bytes() == original
+
+
+@pytest.fixture
+def live_triton(artifacts: Path, tmp_path: Path) -> Iterator[tuple[TritonServer, Path]]:
+    """A tritonserver whose head_knn polls an (initially empty) bank directory."""
+    bank = tmp_path / "served-bank"
+    bank.mkdir()
+    repo = tmp_path / "repo"
+    export_repository(artifacts, repo, link_encoder=True, feedback_bank=bank)
+    with TritonServer(repo, ServerOptions(), work_dir=tmp_path / "triton") as srv:
+        yield srv, bank
+
+
+def _first_real(images_dir: Path) -> tuple[Path, npt.NDArray[np.uint8]]:
+    path = sorted(images_dir.glob("real_*"))[0]
+    return path, clip_default(Image.open(path).convert("RGB"))[None]
+
+
+async def test_e2e_served_knn_head_picks_up_a_new_bank_without_restart(
+    broker: TansuBroker,
+    live_triton: tuple[TritonServer, Path],
+    artifacts: Path,
+    images_dir: Path,
+) -> None:
+    srv, bank_dir = live_triton
+    (real, pixels), pid = _first_real(images_dir), srv.pid
+    topic = f"feedback.{uuid.uuid4().hex[:8]}"
+    await create_topics(broker.bootstrap, [topic, topic + ".dlq"], PARTITIONS)
+    async with TritonDetectorClient(srv.grpc_url) as client:
+        (before,) = await client.detect(pixels)
+        assert not any("feedback/" in e for e in before.nearest_exemplars)
+        prod = producer(broker.bootstrap)
+        await prod.start()
+        value = _event(real, "ai_generated")  # a reviewer calls this photo fake
+        await (await prod.send(topic, value, key=_key(value)))
+        await prod.stop()
+        settings = _settings(broker.bootstrap, srv.grpc_url, artifacts, bank_dir, topic)
+        await _learn_until(settings, 1, 120)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        after = before
+        while (
+            loop.time() - t0 < 10
+            and after.nearest_exemplars == before.nearest_exemplars
+        ):
+            await asyncio.sleep(0.25)
+            (after,) = await client.detect(pixels)
+    sha = json.loads(value)["content_sha256"]
+    # the photo is also in the training reals: a tie at 1.0 with its feedback row
+    assert f"fake 1.0000 feedback/{sha}" in after.nearest_exemplars
+    assert after.head_scores["knn_k1"] > before.head_scores["knn_k1"]
+    assert srv.pid == pid  # the same server process: no restart

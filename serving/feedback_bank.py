@@ -38,6 +38,7 @@ import numpy.typing as npt
 from safetensors.numpy import load_file, save_file
 
 from serving.errors import ArtifactMismatchError, InvalidInputError
+from serving.scoring.views import FeatureLayout, FeatureView
 
 FloatArray = npt.NDArray[np.float32]
 FeedbackLabel = Literal["ai_generated", "real"]
@@ -235,6 +236,48 @@ class FeedbackBank:
         bank.max_rows = max_rows
         bank._evict()
         return bank
+
+
+@dataclass(frozen=True)
+class BankGeometry:
+    """What the learner needs of the served artifact to make rows its kNN head uses.
+
+    Attributes:
+        layout: The encoder's flat-row layout.
+        view: The kNN head's view of the flat rows (the bank's width is its dim).
+        policy: The versioned preprocessing policy id, e.g. ``clip_default@1``.
+    """
+
+    layout: FeatureLayout
+    view: FeatureView
+    policy: str
+
+
+def bank_geometry(artifacts_dir: Path) -> BankGeometry:
+    """Read `BankGeometry` from ``manifest.json`` (the first kNN head by name).
+
+    Reads only these fields, without `serving.artifacts` (which loads every head
+    kind, faiss and torch included), so the worker image can run the learner.
+
+    Raises:
+        ArtifactMismatchError: no readable manifest, or it has no kNN head.
+    """
+    path = artifacts_dir / "manifest.json"  # serving.artifacts.MANIFEST_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        enc = doc["encoder"]
+        knn = sorted(n for n, h in doc["heads"].items() if h["kind"] == "knn")
+        if not knn:
+            raise ArtifactMismatchError(f"{path}: the artifact has no kNN head")
+        return BankGeometry(
+            FeatureLayout(
+                int(enc["embed_dim"]), int(enc["n_blocks"]), int(enc["block_dim"])
+            ),
+            FeatureView.from_dict(doc["heads"][knn[0]]["params"]["view"]),
+            str(enc["policy"]),
+        )
+    except (OSError, KeyError, TypeError, ValueError, InvalidInputError) as exc:
+        raise ArtifactMismatchError(f"{path}: {exc}") from exc
 
 
 def _durable_replace(tmp: Path, target: Path) -> None:

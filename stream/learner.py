@@ -21,11 +21,9 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from serving.artifacts import read_manifest
-from serving.errors import InvalidInputError, ServingError
+from serving.errors import InvalidInputError
 from serving.feedback_bank import Applied, FeedbackBank, FeedbackRecord
 from serving.preprocessing import PolicyFn, get_policy
-from serving.scoring.views import FeatureLayout, FeatureView
 from stream import names
 from stream.decode import DecodeLimits
 from stream.errors import FatalError, PoisonMessageError
@@ -44,23 +42,6 @@ class RowEncoder(Protocol):
     async def rows(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """(n, 224, 224, 3) uint8 to (n, d) float32 rows."""
         ...
-
-
-def knn_geometry(artifacts_dir: Path) -> tuple[FeatureLayout, FeatureView, str]:
-    """The served artifact's flat-row layout, kNN view and preprocessing policy.
-
-    Raises:
-        FatalError: no manifest, or it has no kNN head.
-    """
-    try:
-        manifest = read_manifest(artifacts_dir)
-    except ServingError as exc:
-        raise FatalError(f"learner artifacts {artifacts_dir}: {exc}") from exc
-    knn = sorted(n for n, h in manifest.heads.items() if h.kind == "knn")
-    if not knn:
-        raise FatalError(f"{artifacts_dir}: the artifact has no kNN head")
-    view = FeatureView.from_dict(manifest.heads[knn[0]].params["view"])
-    return manifest.encoder.layout, view, manifest.encoder.policy
 
 
 @dataclass

@@ -19,12 +19,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from serving.feedback_bank import Applied, FeedbackBank
-from stream.errors import TransientError
+from serving.errors import ArtifactMismatchError
+from serving.feedback_bank import Applied, FeedbackBank, bank_geometry
+from stream.errors import FatalError, TransientError
 from stream.fetch import Fetcher
 from stream.health import Health, HealthServer, announce
 from stream.kafka_security import aiokafka_security
-from stream.learner import Learner, LearnerMetrics, ReviewerRateLimit, knn_geometry
+from stream.learner import Learner, LearnerMetrics, ReviewerRateLimit
 from stream.readiness import BrokerRoundTrip, close_probe
 from stream.records import Failure, Incoming
 from stream.runners.aiokafka_runner import incoming
@@ -43,16 +44,20 @@ def build_learner(
 
     Raises:
         FatalError: no usable artifact manifest or kNN head.
-        ArtifactMismatchError: a checkpoint of another width.
+        ArtifactMismatchError: a checkpoint of another width or a damaged one.
     """
     ls = settings.learner
-    layout, view, policy = knn_geometry(ls.artifacts_dir)
-    encoder = TritonRowEncoder(settings.triton, layout, view)
+    try:
+        geometry = bank_geometry(ls.artifacts_dir)
+    except ArtifactMismatchError as exc:
+        raise FatalError(f"learner artifacts: {exc}") from exc
+    view = geometry.view
+    encoder = TritonRowEncoder(settings.triton, geometry.layout, view)
     limits = pipeline_config(settings)  # the worker's fetch and decode limits
     learner = Learner(
         bank=FeedbackBank.open(ls.bank_dir, view.dim, ls.max_rows),
         encoder=encoder,
-        policy=Learner.policy_of(policy),
+        policy=Learner.policy_of(geometry.policy),
         limit=ReviewerRateLimit(
             ls.reviewer_max_events, int(ls.reviewer_window_s * 1000)
         ),

@@ -82,7 +82,7 @@ def test_worker_entry_point_needs_only_the_worker_image() -> None:
     out = _imports_without(
         WORKER_MUST_NOT_IMPORT,
         "import stream.worker_main, stream.runners.aiokafka_runner,"
-        " stream.runners.faust_runner",
+        " stream.runners.faust_runner, stream.runners.learner_runner",
     )
     assert out.returncode == 0, out.stderr
     assert (

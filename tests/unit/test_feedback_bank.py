@@ -1,13 +1,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from serving.errors import ArtifactMismatchError
-from serving.feedback_bank import MANIFEST_FILE, FeedbackBank, FeedbackRecord
+from serving.feedback_bank import (
+    MANIFEST_FILE,
+    FeedbackBank,
+    FeedbackRecord,
+    bank_geometry,
+)
 
 DIM = 8
 
@@ -109,3 +115,15 @@ def test_feedback_bank_save_keeps_only_the_current_file(tmp_path: Path) -> None:
     version = bank.save(tmp_path)
     names = {f"feedback_bank-{version}.safetensors", MANIFEST_FILE}
     assert set(_files(tmp_path)) == names
+
+
+def test_bank_geometry_needs_a_knn_head(tmp_path: Path) -> None:
+    doc = {
+        "encoder": {"embed_dim": 4, "n_blocks": 0, "block_dim": 0, "policy": "p@1"},
+        "heads": {"probe": {"kind": "linear_probe", "params": {}}},
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactMismatchError, match="no kNN head"):
+        bank_geometry(tmp_path)
+    with pytest.raises(ArtifactMismatchError):
+        bank_geometry(tmp_path / "absent")

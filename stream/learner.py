@@ -72,19 +72,19 @@ class LearnerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.events = Counter(
-            names.METRIC_FEEDBACK.removesuffix("_total"),
+            names.LEARNER_METRIC_FEEDBACK.removesuffix("_total"),
             "Feedback events by reviewer and outcome",
             ["reviewer", "outcome"],
             registry=registry,
         )
         self.rows = Gauge(
-            names.METRIC_BANK_ROWS,
+            names.LEARNER_METRIC_BANK_ROWS,
             "Rows in the feedback kNN bank",
             ["label"],
             registry=registry,
         )
         self.checkpoints = Counter(
-            names.METRIC_BANK_CHECKPOINTS.removesuffix("_total"),
+            names.LEARNER_METRIC_BANK_CHECKPOINTS.removesuffix("_total"),
             "Durable feedback bank checkpoints",
             registry=registry,
         )

@@ -54,9 +54,10 @@ METRIC_BUILD: Final = PREFIX + "build"  # -> ``synthguard_build_info``
 METRIC_NOVEL_VERDICTS: Final = PREFIX + "novel_verdicts_total"
 METRIC_SCORE_DRIFT_PSI: Final = PREFIX + "score_drift_psi"
 METRIC_SCORE_DRIFT_WINDOW: Final = PREFIX + "score_drift_window_events"
-METRIC_FEEDBACK: Final = PREFIX + "feedback_events_total"  # {reviewer, outcome}
-METRIC_BANK_ROWS: Final = PREFIX + "feedback_bank_rows"  # {label}
-METRIC_BANK_CHECKPOINTS: Final = PREFIX + "feedback_bank_checkpoints_total"
+# the learner's (not the worker's: the worker dashboard contract skips them)
+LEARNER_METRIC_FEEDBACK: Final = PREFIX + "feedback_events_total"  # {reviewer, outcome}
+LEARNER_METRIC_BANK_ROWS: Final = PREFIX + "feedback_bank_rows"  # {label}
+LEARNER_METRIC_BANK_CHECKPOINTS: Final = PREFIX + "feedback_bank_checkpoints_total"
 
 STAGES: Final = ("fetch", "decode", "infer", "publish")
 LABELS: Final = ("ai_generated", "real", "uncertain")

@@ -10,6 +10,7 @@
 #
 # 1. Export the repository with `serving` resolved from site-packages:
 #      synthguard export --out build/model_repository --no-source-path \
+#        --feedback-bank /var/lib/synthguard/feedback-bank \
 #        --gpu-onnx vit-l14-image.onnx      # prod: ViT-L/14 fp32 ONNX (configs/gpu.pbtxt)
 # 2. docker build -f deploy/docker/triton.Dockerfile -t synthguard-triton:0.1.0 .
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3

@@ -163,10 +163,49 @@ def test_worker_configmap_is_valid_settings(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_learner_is_one_writer_with_valid_settings_and_a_shared_bank(
+    overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = rendered(overlay)
+    dep = one(docs, "Deployment", "synthguard-learner")
+    assert (dep["spec"]["replicas"], dep["spec"]["strategy"]["type"]) == (1, "Recreate")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["learner"]
+    (cm,) = [
+        d for d in of_kind(docs, "ConfigMap")
+        if d["metadata"]["name"].startswith("synthguard-learner")
+    ]  # fmt: skip
+    for key in [k for k in __import__("os").environ if k.startswith("SYNTHGUARD_")]:
+        monkeypatch.delenv(key)
+    for key, value in cm["data"].items():
+        monkeypatch.setenv(key, value)
+    if overlay == "prod":
+        monkeypatch.setenv("SYNTHGUARD_KAFKA__SASL_PASSWORD", "from-secret")
+    ls = StreamSettings().learner
+    assert (ls.feedback_topic, ls.dlq_topic, ls.group_id) == (
+        names.FEEDBACK_TOPIC, names.FEEDBACK_DLQ_TOPIC, names.LEARNER_GROUP_ID,
+    )  # fmt: skip
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert ls.bank_dir.is_relative_to(mounts["feedback-bank"])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["metrics"] == int(cm["data"]["SYNTHGUARD_METRICS__PORT"])
+    triton = one(docs, "Deployment", "synthguard-triton")["spec"]["template"]["spec"]
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for spec in (dep["spec"]["template"]["spec"], triton)
+        for v in spec["volumes"] if "persistentVolumeClaim" in v
+    }  # fmt: skip
+    assert claims == {"synthguard-feedback-bank"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_topics_autoscaling_and_config_agree(overlay: str) -> None:
     docs = rendered(overlay)
     topics = {t["spec"]["topicName"]: t for t in of_kind(docs, "KafkaTopic")}
-    assert set(topics) == {names.UPLOADS_TOPIC, names.VERDICTS_TOPIC, names.DLQ_TOPIC}
+    assert set(topics) == {
+        names.UPLOADS_TOPIC, names.VERDICTS_TOPIC, names.DLQ_TOPIC,
+        names.FEEDBACK_TOPIC, names.FEEDBACK_DLQ_TOPIC,
+    }  # fmt: skip
     assert topics[names.VERDICTS_TOPIC]["spec"]["config"]["cleanup.policy"] == "compact"
     so = one(docs, "ScaledObject", "synthguard-worker")
     (trigger,) = so["spec"]["triggers"]

@@ -88,7 +88,7 @@ async def test_learner_rate_limits_per_reviewer_and_counts_them() -> None:
     assert outs[2].error_class == "rate_limited"
     assert other == "applied"
     sample = learner.metrics.registry.get_sample_value
-    metric = names.METRIC_FEEDBACK
+    metric = names.LEARNER_METRIC_FEEDBACK
     assert sample(metric, {"reviewer": "rev-1", "outcome": "applied"}) == 2
     assert sample(metric, {"reviewer": "rev-1", "outcome": "rate_limited"}) == 1
     assert sample(metric, {"reviewer": "rev-2", "outcome": "applied"}) == 1

@@ -166,6 +166,9 @@ class ModelVersions(_Wire):
         calibration: Decision head and the artifact release it was calibrated in.
         artifacts: The artifact release (manifest ``created_utc``).
         synthguard: The code version that trained the artifacts.
+        knn_bank: The reviewer-feedback bank version the kNN head scored with
+            (docs/feedback.md). Added in schema 1.2; omitted when the head served
+            its training banks only.
     """
 
     encoder: str
@@ -174,6 +177,13 @@ class ModelVersions(_Wire):
     calibration: str
     artifacts: str
     synthguard: str
+    knn_bank: str | None = Field(default=None, exclude_if=lambda v: v is None)
+
+    def with_bank(self, version: str | None) -> ModelVersions:
+        """These versions with the feedback bank `version` (unchanged for None)."""
+        if version is None:
+            return self
+        return self.model_copy(update={"knn_bank": version})
 
 
 class StageTimings(_Wire):

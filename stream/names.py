@@ -19,8 +19,9 @@ FEEDBACK_DLQ_TOPIC: Final = "synthguard.feedback.dlq.v1"
 LEARNER_GROUP_ID: Final = "synthguard-learner"
 
 SCHEMA_VERSION: Final = 1
-# additive, optional changes within a major version: 1.1 added ``Verdict.reasons``
-VERDICT_SCHEMA_MINOR: Final = 1
+# additive, optional changes within a major version: 1.1 added ``Verdict.reasons``,
+# 1.2 ``ModelVersions.knn_bank``
+VERDICT_SCHEMA_MINOR: Final = 2
 
 # DLQ headers, Kafka Connect ``__connect.errors.*`` style
 HEADER_ERROR_CLASS: Final = "x-error-class"

@@ -280,7 +280,7 @@ class Pipeline:
             uncertain_low=det.uncertain_low,
             head_scores=dict(det.head_scores),
             nearest_exemplars=[parse_exemplar(e) for e in det.nearest_exemplars],
-            versions=self.model.versions,
+            versions=self.model.versions.with_bank(det.bank_version),
             timings=timings,
             source=p.incoming.source,
             tenant=p.event.tenant,

@@ -29,6 +29,8 @@ class Detection:
         versions: Model versions (`serving.artifacts.manifest_summary`).
         reasons: Why the label is ``uncertain`` beyond the probability band, e.g.
             ``novel`` (`serving.scoring.novelty`); empty otherwise.
+        bank_version: The feedback bank version the kNN head scored with
+            (`serving.feedback_bank`); None with the training banks only.
     """
 
     label: str
@@ -39,6 +41,7 @@ class Detection:
     nearest_exemplars: tuple[str, ...]
     versions: Mapping[str, Any] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
+    bank_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``synthguard score`` output)."""
@@ -51,4 +54,5 @@ class Detection:
             "nearest_exemplars": list(self.nearest_exemplars),
             "versions": dict(self.versions),
             "reasons": list(self.reasons),
+            **({"bank_version": self.bank_version} if self.bank_version else {}),
         }

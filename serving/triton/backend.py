@@ -172,6 +172,8 @@ class HeadBackend:
             out[names.EXEMPLARS.name] = _bytes_array(rows, 2 * head.k)
             sims = head.bank_similarity(x).reshape(-1, 1)
             out[names.BANK_SIMILARITY.name] = sims
+            version = head.feedback_version or ""
+            out[names.BANK_VERSION.name] = _bytes_array([[version]] * len(x), 1)
         return out
 
 
@@ -253,6 +255,7 @@ class DetectorPipeline:
             names.LABEL.name: _bytes_array([[str(lb)] for lb in labels], 1),
             names.EXEMPLARS.name: by_kind["knn"][names.EXEMPLARS.name],
             names.REASONS.name: _bytes_array(joined, 1),
+            names.BANK_VERSION.name: by_kind["knn"][names.BANK_VERSION.name],
         }
 
 

@@ -263,4 +263,5 @@ def _verdict(out: Arrays, i: int, info: DetectorInfo) -> Detection:
             .split(names.REASON_SEPARATOR)
             if r
         ),
+        bank_version=bytes(out[names.BANK_VERSION.name][i, 0]).decode("utf-8") or None,
     )

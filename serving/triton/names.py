@@ -100,6 +100,8 @@ BANK_SIMILARITY: Final = TensorSpec("bank_similarity", "FP32", (1,))
 # (empty: none); `serving.scoring.novelty`
 REASONS: Final = TensorSpec("reasons", "BYTES", (1,))
 REASON_SEPARATOR: Final = ","
+# the feedback bank version the kNN head scored with (empty: training banks only)
+BANK_VERSION: Final = TensorSpec("bank_version", "BYTES", (1,))
 
 
 def head_score(kind: str) -> TensorSpec:
@@ -110,7 +112,7 @@ def head_score(kind: str) -> TensorSpec:
 HEAD_OUTPUTS: Final[dict[str, tuple[TensorSpec, ...]]] = {
     "linear_probe": (SCORE,),
     "mlp": (SCORE,),
-    "knn": (SCORE, EXEMPLARS, BANK_SIMILARITY),
+    "knn": (SCORE, EXEMPLARS, BANK_SIMILARITY, BANK_VERSION),
     "rine": (SCORE,),
 }
 PIPELINE_OUTPUTS: Final = (
@@ -120,6 +122,7 @@ PIPELINE_OUTPUTS: Final = (
     LABEL,
     EXEMPLARS,
     REASONS,
+    BANK_VERSION,
 )
 # model name -> (inputs, outputs)
 MODEL_IO: Final[dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]] = {

@@ -195,4 +195,7 @@ async def test_e2e_served_knn_head_picks_up_a_new_bank_without_restart(
     # the photo is also in the training reals: a tie at 1.0 with its feedback row
     assert f"fake 1.0000 feedback/{sha}" in after.nearest_exemplars
     assert after.head_scores["knn_k1"] > before.head_scores["knn_k1"]
+    assert before.bank_version is None
+    served = json.loads((bank_dir / MANIFEST_FILE).read_text())["version"]
+    assert after.bank_version == served  # the verdict says which bank scored it
     assert srv.pid == pid  # the same server process: no restart

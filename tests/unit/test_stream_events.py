@@ -12,6 +12,7 @@ from stream.events import (
     SCHEMA_DIR,
     SCHEMAS,
     DeadLetterHeaders,
+    ModelVersions,
     UploadEvent,
     parse_feedback,
     schema_text,
@@ -130,3 +131,17 @@ def test_parse_feedback_raises_typed_poison(payload: bytes, error_class: str) ->
     with pytest.raises(PoisonMessageError) as info:
         parse_feedback(payload)
     assert (info.value.error_class, info.value.stage) == (error_class, "parse")
+
+
+def test_model_versions_carry_the_bank_version_only_when_there_is_one() -> None:
+    v = ModelVersions(
+        encoder="e",
+        policy="p",
+        heads="h",
+        calibration="c",
+        artifacts="a",
+        synthguard="s",
+    )
+    assert v.with_bank(None) is v
+    assert "knn_bank" not in v.model_dump(mode="json")
+    assert v.with_bank("0123abcd").model_dump(mode="json")["knn_bank"] == "0123abcd"

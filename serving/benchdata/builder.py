@@ -83,6 +83,11 @@ KNOWN_CONFOUNDS: Final = {
         "~0.85 on PNG-only test crops, n=24); mixed formats and train blur/JPEG "
         "augmentation dilute it"
     ],
+    "ae_adversarial": [
+        "colour: the critic-trained decoder drifts the green channel a little (mean-G "
+        "AUC 0.69 on the full test split at seed 0, n=48, just above the 3-SE bound "
+        "0.68; near chance in the control test's 300-step build)"
+    ],
     "dcgan_faces": [
         "content: fakes are DCGAN faces (CelebA-like), reals generic photo crops through "
         "the same 64 px path; a detector may learn faces vs non-faces, not fake vs real "

@@ -1,0 +1,111 @@
+"""Benchmark: does training on more generator families help on unseen ones?
+
+For every family F of ``--base``, the product's probe (`serving.workflows.fit_heads`,
+default `HeadOptions`) is fitted twice: on train[base∖F] and on train[base∖F + extra];
+its threshold is set at 5 % FPR on the calibration reals of the same families; then
+F's images of ``--split`` are scored, against F's own (resolution-matched) reals and,
+for the acceptance-shaped column, F's native 224 px PNG fakes against the native
+224 px PNG reals of the plain-photo families (reals cut straight from photos).
+
+    python -m bench.families --home .synthguard                      # split cal
+    python -m bench.families --home .synthguard --split test         # for information
+
+Model choices read the calibration split; the test split is for information only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import roc_auc_score
+
+from serving.benchdata.builder import MANIFEST_NAME
+from serving.features import FeatureSet
+from serving.jobs import encoder_for, features_for
+from serving.settings import ServingSettings
+from serving.workflows import HeadOptions, fit_heads
+
+BASE = (
+    "dcgan_faces,esrgan_x2,ae_tconv,ae_nnconv,ae_pixelshuffle,diffusion_sdedit,"
+    "vae_latent,espcn_x4"
+)
+EXTRA = "ae_bilinear,ae_adversarial,srgan_x2"
+PLAIN_REALS = {"ae_tconv", "ae_nnconv", "ae_pixelshuffle", "diffusion_sdedit",
+               "vae_latent", "ae_bilinear", "ae_adversarial"}  # fmt: skip
+Mask = npt.NDArray[np.bool_]
+
+
+def _in(fs: FeatureSet, families: set[str]) -> Mask:
+    return np.isin(np.array(fs.families), sorted(families))
+
+
+def _auc_acc(
+    scores: npt.NDArray[np.float64], fake: Mask, real: Mask, thr: float
+) -> str:
+    y = np.r_[np.ones(fake.sum()), np.zeros(real.sum())]
+    s = np.r_[scores[fake], scores[real]]
+    return f"{roc_auc_score(y, s):.3f} | {np.mean((s >= thr) == y):.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print, per held-out family, the probe without and with the extra families."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--home", type=Path, default=Path(".synthguard"))
+    p.add_argument("--base", default=BASE)
+    p.add_argument("--extra", default=EXTRA)
+    p.add_argument("--split", default="cal", choices=("cal", "test"))
+    args = p.parse_args(argv)
+    base, extra = set(args.base.split(",")), set(args.extra.split(","))
+    settings = ServingSettings(home=args.home)
+    encoder, bench = encoder_for(settings), settings.bench_dir
+    train, cal, test = (
+        features_for(settings, encoder, bench / s, progress=False)
+        for s in ("train", "cal", "test")
+    )
+    scored = cal if args.split == "cal" else test
+    images = json.loads((bench / MANIFEST_NAME).read_text())["images"]
+    native = {
+        i["path"].split("/", 1)[1]
+        for i in images
+        if i["split"] == args.split and i["side"] == 224
+        and i["format"]["container"] == "png"
+    }  # fmt: skip
+    png = np.array([path in native for path in scored.paths])
+    fams, y = np.array(scored.families), scored.y
+    print(f"split {args.split}; probe threshold at 5 % FPR on cal reals of the fit")
+    print("| held out | training | AUC own reals | acc | AUC png224 vs plain | acc |")
+    print("|---|---|---|---|---|---|")
+    sums: dict[str, list[list[float]]] = {}
+    for fam in sorted(base):
+        for name, families in (
+            ("base", base - {fam}),
+            ("+extra", base - {fam} | extra),
+        ):
+            head = fit_heads(train.select(_in(train, families)), ["linear_probe"],
+                             HeadOptions())["linear_probe"]  # fmt: skip
+            fold_cal = cal.select(_in(cal, families))
+            cal_scores = head.score(fold_cal.x)
+            thr = float(np.quantile(cal_scores[fold_cal.y == 0], 0.95))
+            s = head.score(scored.x).astype(np.float64)
+            fake = (fams == fam) & (y == 1)
+            own = _auc_acc(s, fake, (fams == fam) & (y == 0), thr)
+            plain = _in(scored, PLAIN_REALS - {fam}) & (y == 0) & png
+            shaped = _auc_acc(s, fake & png, plain, thr)
+            print(f"| {fam} | {name} | {own} | {shaped} |", flush=True)
+            cells = [float(v) for v in f"{own} | {shaped}".split(" | ")]
+            sums.setdefault(name, []).append(cells)
+    for name, rows in sums.items():
+        a = np.array(rows)
+        mean, worst = " | ".join(f"{v:.3f}" for v in a.mean(0)), a.min(0)
+        print(
+            f"| **mean** | {name} | {mean} |  (worst AUC {worst[0]:.3f} / {worst[2]:.3f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

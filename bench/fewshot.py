@@ -19,7 +19,8 @@ standardised scores of every head, kNN included) is the served probability; the
 deployment with decision ``linear_probe`` serves (its heads are the same files). The
 probe does not read the kNN bank, so feedback cannot move it.
 
-    python -m bench.fewshot --bench /tmp/fc1/.synthguard/bench --home /tmp/fs13/home
+    python -m bench.fewshot                      # $SYNTHGUARD_HOME/bench, output under it
+    python -m bench.fewshot --bench DIR --home DIR
 """
 
 from __future__ import annotations
@@ -82,8 +83,12 @@ class Step:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bench", type=Path, required=True, help="benchmark root")
-    p.add_argument("--home", type=Path, required=True, help="feature cache, output")
+    p.add_argument(
+        "--bench", type=Path, help="benchmark root (default $SYNTHGUARD_HOME/bench)"
+    )
+    p.add_argument(
+        "--home", type=Path, help="feature cache, output (default $SYNTHGUARD_HOME)"
+    )
     p.add_argument("--family", default="espcn_x4", help="held-out generator family")
     p.add_argument("--shots", default="0,5,10,25,50", help="fakes (= reals) fed")
     p.add_argument("--decision", default="fusion", help="deployed decision")
@@ -92,7 +97,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rine-epochs", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--effect-timeout-s", type=float, default=120.0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    settings = (
+        ServingSettings() if args.home is None else ServingSettings(home=args.home)
+    )
+    args.home = settings.home
+    args.bench = args.bench or settings.bench_dir
+    return args
 
 
 def train(args: argparse.Namespace, out: Path) -> str:

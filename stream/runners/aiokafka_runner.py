@@ -19,7 +19,6 @@ from typing import Any
 
 from aiokafka import (
     AIOKafkaConsumer,
-    AIOKafkaProducer,
     ConsumerRebalanceListener,
     TopicPartition,
 )
@@ -27,10 +26,11 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from stream.errors import FatalError
 from stream.events import SourceRef
-from stream.kafka_security import aiokafka_security
 from stream.offsets import OffsetTracker
 from stream.pipeline import Pipeline
 from stream.records import Incoming
+from stream.runners.clients import consumer_options
+from stream.runners.clients import producer as kafka_producer
 from stream.runners.common import (
     ASSIGNORS,
     FATAL_GROUP_ERRORS,
@@ -75,27 +75,13 @@ class AioKafkaRunner:
         self.worker = worker
         k, w = worker.settings.kafka, worker.settings.worker
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=k.bootstrap_servers,
-            group_id=k.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            **consumer_options(k, k.group_id),
             max_poll_records=w.batch_max,
-            max_partition_fetch_bytes=k.max_partition_fetch_bytes,
-            session_timeout_ms=k.session_timeout_ms,
-            heartbeat_interval_ms=k.heartbeat_interval_ms,
             rebalance_timeout_ms=k.rebalance_timeout_ms,
             group_instance_id=k.group_instance_id,
             partition_assignment_strategy=(ASSIGNORS[k.partition_assignor],),
-            **aiokafka_security(k),
         )
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=k.bootstrap_servers,
-            acks="all",
-            enable_idempotence=k.enable_idempotence,
-            max_batch_size=k.producer_max_batch_bytes,
-            max_request_size=k.max_request_bytes,
-            **aiokafka_security(k),
-        )
+        self.producer = kafka_producer(k)
         self.tracker: OffsetTracker[Any] = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(w.max_concurrent_batches)

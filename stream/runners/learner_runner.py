@@ -24,11 +24,12 @@ from serving.feedback_bank import Applied, FeedbackBank, bank_geometry
 from stream.errors import FatalError, TransientError
 from stream.fetch import Fetcher
 from stream.health import Health, HealthServer, announce
-from stream.kafka_security import aiokafka_security
 from stream.learner import Learner, LearnerMetrics, ReviewerRateLimit
 from stream.readiness import BrokerRoundTrip, close_probe
 from stream.records import Failure, Incoming
 from stream.runners.aiokafka_runner import incoming
+from stream.runners.clients import consumer_options
+from stream.runners.clients import producer as kafka_producer
 from stream.runners.common import pipeline_config
 from stream.settings import LearnerSettings, StreamSettings
 from stream.triton_detector import TritonRowEncoder
@@ -73,25 +74,8 @@ async def serve_learner(settings: StreamSettings, stop: asyncio.Event) -> None:
     k, ls = settings.kafka, settings.learner
     registry = CollectorRegistry()
     learner, encoder = build_learner(settings, registry)
-    consumer = AIOKafkaConsumer(
-        ls.feedback_topic,
-        bootstrap_servers=k.bootstrap_servers,
-        group_id=ls.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=k.max_partition_fetch_bytes,
-        session_timeout_ms=k.session_timeout_ms,
-        heartbeat_interval_ms=k.heartbeat_interval_ms,
-        **aiokafka_security(k),
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=k.bootstrap_servers,
-        acks="all",
-        enable_idempotence=k.enable_idempotence,
-        max_batch_size=k.producer_max_batch_bytes,
-        max_request_size=k.max_request_bytes,
-        **aiokafka_security(k),
-    )
+    consumer = AIOKafkaConsumer(ls.feedback_topic, **consumer_options(k, ls.group_id))
+    producer = kafka_producer(k)
     health = Health(broker=BrokerRoundTrip(k), detector=encoder.ready)
     server = None
     if settings.metrics.enabled:

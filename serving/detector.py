@@ -54,15 +54,19 @@ class Detector:
         """Score preprocessed (n, 224, 224, 3) uint8 images; one `Detection` each."""
         man = self.artifacts.manifest
         x = self.encoder.encode(pixels).flat(man.encoder.layout)
-        per_head = {n: h.score(x) for n, h in self.artifacts.heads.items()}
+        knn = knn_head(self.artifacts.heads)
+        found = knn.answer(x) if knn is not None else None  # one bank search
+        per_head = {
+            n: found.scores if found is not None and h is knn else h.score(x)
+            for n, h in self.artifacts.heads.items()
+        }
         decision = self.artifacts.decision
         cal = decision.calibration
         probs = calibrate(cal, decision.score(per_head))
-        knn = knn_head(self.artifacts.heads)
-        evidence = knn.neighbours(x) if knn is not None else [[] for _ in range(len(x))]
+        evidence = found.neighbours if found is not None else [[] for _ in x]
         reasons = (
-            novelty_reasons(self.artifacts.novelty, knn.bank_similarity(x))
-            if knn is not None
+            novelty_reasons(self.artifacts.novelty, found.similarity)
+            if found is not None
             else [() for _ in range(len(x))]
         )
         labels = apply_reasons(decide(cal, probs), reasons)

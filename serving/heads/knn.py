@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,6 +34,21 @@ _FEEDBACK_LABELS: Final[dict[str, FeedbackLabel]] = {
     "fake": "ai_generated",
 }
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class KnnAnswer:
+    """What one bank search gives the served head.
+
+    Attributes:
+        scores: (n,) float32 similarity margins (`KnnHead.score`).
+        similarity: (n,) float32 largest cosine to either bank (novelty).
+        neighbours: Per query, its exemplars (`KnnHead.neighbours`).
+    """
+
+    scores: FloatArray
+    similarity: FloatArray
+    neighbours: list[list[str]]
 
 
 def _check_k(k: int) -> int:
@@ -86,6 +102,20 @@ class KnnHead:
         q = self.view.apply(x)
         return {label: bank.search(q, self.k) for label, bank in self._banks.items()}
 
+    def answer(self, x: FloatArray) -> KnnAnswer:
+        """Score, bank similarity and exemplars of (n, width) rows from one search.
+
+        The served head needs all three per request; `score`, `bank_similarity`
+        and `neighbours` are this one search read three ways.
+        """
+        found = self._search(x)
+        best = np.max([sims.max(axis=1) for sims, _rows in found.values()], axis=0)
+        return KnnAnswer(
+            scores=knn_score(found["real"][0], found["fake"][0], self.k),
+            similarity=np.asarray(best, dtype=np.float32),
+            neighbours=self._exemplars(found, np.asarray(x).shape[0]),
+        )
+
     def score(self, x: FloatArray) -> FloatArray:
         """Score (n, width) flat feature rows; returns (n,) float32 in [-2, 2]."""
         found = self._search(x)
@@ -100,9 +130,7 @@ class KnnHead:
         Returns:
             (n,) float32 in [-1, 1] (`serving.scoring.novelty` thresholds it).
         """
-        found = self._search(x)
-        best = np.max([sims.max(axis=1) for sims, _rows in found.values()], axis=0)
-        return np.asarray(best, dtype=np.float32)
+        return self.answer(x).similarity
 
     def neighbours(self, x: FloatArray) -> list[list[str]]:
         """Nearest exemplars of each query, as evidence.
@@ -114,9 +142,13 @@ class KnnHead:
             Per query, its k nearest reals and k nearest fakes, most similar first,
             each as ``"<real|fake> <cosine:.4f> <id>"``.
         """
-        found = self._search(x)
+        return self.answer(x).neighbours
+
+    def _exemplars(
+        self, found: dict[str, tuple[FloatArray, IntArray]], n: int
+    ) -> list[list[str]]:
         out: list[list[str]] = []
-        for q in range(np.asarray(x).shape[0]):
+        for q in range(n):
             hits = [
                 (float(sims[q, j]), label, self._ids[label][int(rows[q, j])])
                 for label, (sims, rows) in found.items()

@@ -166,15 +166,16 @@ class HeadBackend:
             np.asarray(inputs[names.CLS_TOKENS.name], dtype=np.float32),
         )
         head = self._feedback.current() if self._feedback else self._head
-        out: Arrays = {names.SCORE.name: head.score(x).reshape(-1, 1)}
-        if isinstance(head, KnnHead):
-            rows = head.neighbours(x)
-            out[names.EXEMPLARS.name] = _bytes_array(rows, 2 * head.k)
-            sims = head.bank_similarity(x).reshape(-1, 1)
-            out[names.BANK_SIMILARITY.name] = sims
-            version = head.feedback_version or ""
-            out[names.BANK_VERSION.name] = _bytes_array([[version]] * len(x), 1)
-        return out
+        if not isinstance(head, KnnHead):
+            return {names.SCORE.name: head.score(x).reshape(-1, 1)}
+        found = head.answer(x)  # one bank search for all three outputs
+        version = head.feedback_version or ""
+        return {
+            names.SCORE.name: found.scores.reshape(-1, 1),
+            names.EXEMPLARS.name: _bytes_array(found.neighbours, 2 * head.k),
+            names.BANK_SIMILARITY.name: found.similarity.reshape(-1, 1),
+            names.BANK_VERSION.name: _bytes_array([[version]] * len(x), 1),
+        }
 
 
 class DetectorPipeline:

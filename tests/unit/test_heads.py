@@ -84,6 +84,18 @@ def test_knn_head_neighbours_are_nearest_ids_ties_tolerated() -> None:
         assert sims[q, by_id[img]] == pytest.approx(sims[q].max(), abs=1e-5)
 
 
+def test_knn_head_answer_is_one_search_read_three_ways() -> None:
+    train, query = _toy(0), _toy(3).x[:7]
+    head = KnnHead(EMBEDS, 3)
+    head.fit(train, train)
+    sims = _unit(query) @ _unit(train.x).T
+    found = head.answer(query)
+    assert np.array_equal(found.scores, head.score(query))
+    assert found.neighbours == head.neighbours(query)
+    np.testing.assert_allclose(found.similarity, sims.max(axis=1), atol=1e-5)
+    assert found.scores.dtype == found.similarity.dtype == np.float32
+
+
 def test_knn_head_save_load_roundtrip(tmp_path: Path) -> None:
     train, query = _toy(0), _toy(1).x
     head = KnnHead(EMBEDS, 5)

@@ -107,7 +107,7 @@ class HfClipEncoder:
         return self._info
 
     @property
-    def text_source(self) -> str:
+    def text_tower(self) -> str:
         """Name of the text tower, or ``none``."""
         return "clip_text_tower" if self._tokenizer is not None else "none"
 

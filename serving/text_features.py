@@ -45,14 +45,26 @@ def encode_texts(
         source: Where the text comes from (not ``none``).
         captions: One caption per image (None: none).
     """
-    texts = source.texts(captions)
-    dim = encoder.info.text_dim
+    return encode_distinct(encoder, source.texts(captions))
+
+
+def encode_distinct(
+    encoder: TextEncoder, texts: Sequence[str]
+) -> npt.NDArray[np.float32]:
+    """(n, text_dim) float32 embeddings of `texts`, one text-tower call per text.
+
+    One text per call, as the int8 image encoder runs one image per call: padding a
+    batch to its longest text would make a text's embedding depend on its batch-mates
+    in the last float digits, and in-process and Triton batches differ. Repeated
+    texts (a fixed prompt, missing captions) are encoded once.
+    """
     if not texts:
-        return np.zeros((0, dim), np.float32)
-    distinct = sorted(set(texts))
-    emb = encoder.encode_text(distinct)
-    row = {t: i for i, t in enumerate(distinct)}
-    return np.asarray(emb[[row[t] for t in texts]], dtype=np.float32)
+        return np.zeros((0, encoder.info.text_dim), np.float32)
+    distinct = {t: encoder.encode_text([t])[0] for t in sorted(set(texts))}
+    out: npt.NDArray[np.float32] = np.stack([distinct[t] for t in texts]).astype(
+        np.float32, copy=False
+    )
+    return out
 
 
 @dataclass(frozen=True)

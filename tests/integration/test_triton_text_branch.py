@@ -10,12 +10,15 @@ the in-process `serving.detector.Detector`.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from triton_fixtures import HEADS, fake_images, missing_installs, photo_images
 
 from serving.artifacts import EncoderRecord, write_artifacts
@@ -31,6 +34,11 @@ from serving.triton.client import TritonDetectorClient
 from serving.triton.export import export_repository
 from serving.triton.server import TritonServer
 from serving.workflows import HeadOptions, calibrate_heads, fit_heads
+from stream.events import SourceRef, UploadEvent, Verdict, utc_now
+from stream.pipeline import Pipeline, PipelineConfig
+from stream.records import Incoming
+from stream.settings import TritonSettings
+from stream.triton_detector import TritonDetector
 
 ATOL = 1e-5
 TIMEOUT_S = 120.0
@@ -157,3 +165,33 @@ async def test_requests_without_caption_input_still_work(
         empty = await client.detect(batch, ["", ""])
     for p, e in zip(plain, empty, strict=True):
         assert dict(p.head_scores) == pytest.approx(dict(e.head_scores), abs=1e-6)
+
+
+async def test_worker_pipeline_passes_event_captions_to_triton(
+    server: TritonServer, pixels: np.ndarray
+) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(pixels[20]).save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode()
+    events = [
+        UploadEvent(image_id=i, data_b64=data, uploaded_at=utc_now(), caption=c)
+        for i, c in (("a", "a cat"), ("b", "a rocket 3"), ("c", None))
+    ]
+    batch = [
+        Incoming(
+            e.model_dump_json().encode(), SourceRef(topic="t", partition=0, offset=n)
+        )
+        for n, e in enumerate(events)
+    ]
+    detector = TritonDetector(TritonSettings(url=server.grpc_url, timeout_s=TIMEOUT_S))
+    pipe = await Pipeline.create(detector, PipelineConfig())
+    try:
+        out = await pipe.handle_batch(batch)
+    finally:
+        await pipe.close()
+        await detector.close()
+    verdicts = [v for v in out if isinstance(v, Verdict)]
+    assert [v.versions.text_source for v in verdicts] == ["caption"] * 3
+    mlp = [v.head_scores["mlp"] for v in verdicts]
+    assert len(set(mlp)) == 3  # one image, three texts ("" for no caption)
+    assert len({v.head_scores["linear_probe"] for v in verdicts}) == 1

@@ -101,8 +101,8 @@ def cmd_train(args: argparse.Namespace, settings: ServingSettings) -> int:
     """Train, calibrate and save heads."""
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     out = args.out or settings.artifacts_dir
-    encoder = encoder_for(settings)
     source = TextSource.parse(args.text_source or settings.text_source)
+    encoder = encoder_for(settings)
     summary = train_and_save(
         settings,
         encoder,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import FakeEncoder, FakeTextEncoder, fake_info, synthetic_features
+from PIL import Image
 
 from serving.artifacts import (
     EncoderRecord,
@@ -18,12 +19,15 @@ from serving.artifacts import (
     read_manifest,
     write_artifacts,
 )
+from serving.cli import main
 from serving.detector import Detector
 from serving.errors import ArtifactMismatchError, InvalidInputError
 from serving.features import FeatureSet
 from serving.heads.mlp import MlpHead
+from serving.jobs import train_and_save
 from serving.scoring.knn import l2_normalize
 from serving.scoring.views import FeatureLayout, FeatureView, ViewError
+from serving.settings import ServingSettings
 from serving.text_features import TextBranch, encode_texts
 from serving.text_source import TextSource
 from serving.workflows import HeadOptions, calibrate_heads, fit_heads
@@ -181,3 +185,44 @@ def test_text_branch_attach_reads_sidecar_captions(tmp_path: Path) -> None:
     want = FakeTextEncoder().encode_text([f"caption of {fs.paths[0]}", ""])
     np.testing.assert_array_equal(layout.text(out.x)[[0, 3]], want)
     assert branch.provenance([tmp_path], [out])["captioned"] == 2
+
+
+def _tiny_bench(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "cal"):
+        for fam in ("fa", "fb"):
+            for cls, level in (("0_real", 60), ("1_fake", 190)):
+                folder = root / split / fam / cls
+                folder.mkdir(parents=True)
+                for i in range(6):
+                    noise = rng.integers(0, 60, (32, 32, 3))
+                    Image.fromarray((noise + level).astype(np.uint8)).save(
+                        folder / f"{i}.png"
+                    )
+                    if i % 2 == 0:  # half the images have a caption sidecar
+                        (folder / f"{i}.txt").write_text(f"{cls} {i}")
+    return root
+
+
+def test_train_and_save_with_a_caption_source(tmp_path: Path) -> None:
+    bench = _tiny_bench(tmp_path / "bench")
+    settings = ServingSettings(home=tmp_path / "home")
+    branch = TextBranch(TextSource.parse("caption"), FakeTextEncoder())
+    out = tmp_path / "artifacts"
+    heads = ["knn_k1", "linear_probe", "mlp"]
+    train_and_save(
+        settings, FakeEncoder(), bench, out, heads, "mlp", FAST, False, text=branch
+    )
+    manifest = read_manifest(out)
+    assert manifest.encoder.text_source == "caption"
+    assert manifest.training["text"]["captioned"] == 24  # of 48 images
+    det = Detector.open(FakeEncoder(), out, FakeTextEncoder())
+    img = bench / "cal" / "fa" / "1_fake" / "1.png"
+    a, b = det.score_file(img, "a cat"), det.score_file(img, "a dog")
+    assert a["head_scores"]["mlp"] != b["head_scores"]["mlp"]
+    assert a["versions"]["text_source"] == "caption"
+
+
+def test_cli_rejects_an_unknown_text_source(caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["train", "--text-source", "subtitles"]) == 2
+    assert "text source 'subtitles'" in caplog.text

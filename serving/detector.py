@@ -31,7 +31,7 @@ from serving.references import knn_head
 from serving.scoring.calibration import calibrate, decide
 from serving.scoring.detection import N_EXEMPLARS, Detection
 from serving.scoring.novelty import apply_reasons, novelty_reasons
-from serving.text_features import encode_texts
+from serving.text_source import encode_texts
 
 
 @dataclass

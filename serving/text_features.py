@@ -15,14 +15,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from serving.encoders.base import TextEncoder
 from serving.errors import InvalidInputError
 from serving.features import FeatureSet
 from serving.scoring.views import FeatureLayout
-from serving.text_source import TextSource
+from serving.text_source import TextSource, encode_texts
 
 logger = logging.getLogger(__name__)
 
@@ -33,38 +30,6 @@ def sidecar_caption(image: Path) -> str | None:
     """The caption stored next to an image (``<stem>.txt``), or None."""
     path = image.with_suffix(CAPTION_SUFFIX)
     return path.read_text(encoding="utf-8").strip() if path.is_file() else None
-
-
-def encode_texts(
-    encoder: TextEncoder, source: TextSource, captions: Sequence[str | None]
-) -> npt.NDArray[np.float32]:
-    """(n, text_dim) float32 text embeddings of a batch, each distinct text once.
-
-    Args:
-        encoder: The CLIP text tower.
-        source: Where the text comes from (not ``none``).
-        captions: One caption per image (None: none).
-    """
-    return encode_distinct(encoder, source.texts(captions))
-
-
-def encode_distinct(
-    encoder: TextEncoder, texts: Sequence[str]
-) -> npt.NDArray[np.float32]:
-    """(n, text_dim) float32 embeddings of `texts`, one text-tower call per text.
-
-    One text per call, as the int8 image encoder runs one image per call: padding a
-    batch to its longest text would make a text's embedding depend on its batch-mates
-    in the last float digits, and in-process and Triton batches differ. Repeated
-    texts (a fixed prompt, missing captions) are encoded once.
-    """
-    if not texts:
-        return np.zeros((0, encoder.info.text_dim), np.float32)
-    distinct = {t: encoder.encode_text([t])[0] for t in sorted(set(texts))}
-    out: npt.NDArray[np.float32] = np.stack([distinct[t] for t in texts]).astype(
-        np.float32, copy=False
-    )
-    return out
 
 
 @dataclass(frozen=True)

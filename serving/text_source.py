@@ -10,7 +10,9 @@ one of:
 - ``prompt:<text>``: the same fixed text for every image (e.g. ``prompt:a photo``).
 
 `TextSource.texts` turns the captions of a batch into the strings the CLIP text
-tower encodes; the in-process detector, the Triton pipeline and training all call it.
+tower encodes, and `encode_texts` / `encode_distinct` encode them; the in-process
+detector, the Triton models and training all call these (numpy only: the Triton
+image imports this module).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import numpy as np
+import numpy.typing as npt
+
+from serving.encoders.base import TextEncoder
 from serving.errors import InvalidInputError
 
 TextKind = Literal["none", "caption", "prompt"]
@@ -90,3 +96,35 @@ class TextSource:
         if self.kind == PROMPT:
             return [self.prompt] * len(captions)
         raise InvalidInputError("text source 'none' has no text to encode")
+
+
+def encode_texts(
+    encoder: TextEncoder, source: TextSource, captions: Sequence[str | None]
+) -> npt.NDArray[np.float32]:
+    """(n, text_dim) float32 text embeddings of a batch, each distinct text once.
+
+    Args:
+        encoder: The CLIP text tower.
+        source: Where the text comes from (not ``none``).
+        captions: One caption per image (None: none).
+    """
+    return encode_distinct(encoder, source.texts(captions))
+
+
+def encode_distinct(
+    encoder: TextEncoder, texts: Sequence[str]
+) -> npt.NDArray[np.float32]:
+    """(n, text_dim) float32 embeddings of `texts`, one text-tower call per text.
+
+    One text per call, as the int8 image encoder runs one image per call: padding a
+    batch to its longest text would make a text's embedding depend on its batch-mates
+    in the last float digits, and in-process and Triton batches differ. Repeated
+    texts (a fixed prompt, missing captions) are encoded once.
+    """
+    if not texts:
+        return np.zeros((0, encoder.info.text_dim), np.float32)
+    distinct = {t: encoder.encode_text([t])[0] for t in sorted(set(texts))}
+    out: npt.NDArray[np.float32] = np.stack([distinct[t] for t in texts]).astype(
+        np.float32, copy=False
+    )
+    return out

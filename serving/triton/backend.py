@@ -49,8 +49,7 @@ from serving.scoring.calibration import calibrate, decide
 from serving.scoring.fusion import Decision
 from serving.scoring.novelty import Novelty, apply_reasons, novelty_reasons
 from serving.scoring.views import FeatureLayout, FeatureView
-from serving.text_features import encode_distinct
-from serving.text_source import TextSource
+from serving.text_source import TextSource, encode_distinct
 from serving.triton import names
 
 Arrays = dict[str, npt.NDArray[Any]]

@@ -23,8 +23,7 @@ from serving.errors import ArtifactMismatchError, MissingWeightsError
 from serving.features import FeatureSet
 from serving.hashing import sha256_file
 from serving.scoring.views import FeatureLayout
-from serving.text_features import encode_texts
-from serving.text_source import TextSource
+from serving.text_source import TextSource, encode_texts
 from serving.triton import names
 from serving.triton.backend import (
     DetectorPipeline,

@@ -27,8 +27,7 @@ from serving.encoders.hf_clip import HfClipEncoder
 from serving.encoders.onnx_clip import OnnxClipEncoder
 from serving.features import FeatureMeta, FeatureSet
 from serving.preprocessing import clip_default, policy_id
-from serving.text_features import encode_texts
-from serving.text_source import TextSource
+from serving.text_source import TextSource, encode_texts
 from serving.triton import names
 from serving.triton.client import TritonDetectorClient
 from serving.triton.export import export_repository

@@ -28,8 +28,8 @@ from serving.jobs import train_and_save
 from serving.scoring.knn import l2_normalize
 from serving.scoring.views import FeatureLayout, FeatureView, ViewError
 from serving.settings import ServingSettings
-from serving.text_features import TextBranch, encode_texts
-from serving.text_source import TextSource
+from serving.text_features import TextBranch
+from serving.text_source import TextSource, encode_texts
 from serving.workflows import HeadOptions, calibrate_heads, fit_heads
 
 FAST = HeadOptions(mlp_epochs=2, mlp_batch_size=32)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from serving import __version__
 from serving.encoders.base import EncoderInfo
@@ -35,6 +35,7 @@ from serving.scoring.drift import ScoreReference
 from serving.scoring.fusion import FUSION, Decision, Fusion
 from serving.scoring.novelty import Novelty
 from serving.scoring.views import FeatureLayout
+from serving.text_source import TextSource
 
 MANIFEST_FILE: Final = "manifest.json"
 FORMAT_VERSION: Final = 2
@@ -48,8 +49,23 @@ HEAD_KINDS: Final[
 }
 
 
+class TextTowerRecord(BaseModel):
+    """The CLIP text tower whose embeddings the text branch was trained on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    sha256: str
+
+
 class EncoderRecord(BaseModel):
-    """The encoder and preprocessing the heads were trained on."""
+    """The encoder and preprocessing the heads were trained on.
+
+    ``text_source`` (`serving.text_source`) says where the MLP's text comes from;
+    with a source other than ``none``, ``text_dim`` is the text embedding's width and
+    ``text_tower`` identifies the tower. ``text_tower`` is left out of the JSON when
+    absent, so image-only manifests are written exactly as before the text branch.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -63,17 +79,64 @@ class EncoderRecord(BaseModel):
     normalised_output: bool = False
     text_source: str = "none"
     text_dim: int = 0
+    text_tower: TextTowerRecord | None = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
+
+    @model_validator(mode="after")
+    def _text_consistent(self) -> EncoderRecord:
+        try:
+            enabled = TextSource.parse(self.text_source).enabled
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from exc
+        if enabled != (self.text_dim > 0) or enabled != (self.text_tower is not None):
+            raise ValueError(
+                f"text source {self.text_source!r} needs text_dim > 0 and a text "
+                "tower exactly when it is not 'none'"
+            )
+        return self
 
     @property
     def layout(self) -> FeatureLayout:
-        """Layout of the flat feature rows the heads were trained on."""
-        return FeatureLayout(self.embed_dim, self.n_blocks, self.block_dim)
+        """Layout of the flat feature rows the heads were trained on (text included)."""
+        return FeatureLayout(
+            self.embed_dim, self.n_blocks, self.block_dim, self.text_dim
+        )
+
+    @property
+    def text(self) -> TextSource:
+        """The parsed text source."""
+        return TextSource.parse(self.text_source)
 
     @classmethod
     def from_info(
-        cls, info: EncoderInfo, policy: str, text_source: str = "none"
+        cls,
+        info: EncoderInfo,
+        policy: str,
+        text_source: TextSource | None = None,
+        text_tower: EncoderInfo | None = None,
     ) -> EncoderRecord:
-        """Build from a running encoder's identity and the versioned policy id."""
+        """Build from a running encoder's identity and the versioned policy id.
+
+        Args:
+            info: The image encoder.
+            policy: Versioned preprocessing policy id.
+            text_source: Where the MLP's text comes from (None: ``none``).
+            text_tower: The model whose text tower encodes it (needed with a source).
+
+        Raises:
+            ArtifactMismatchError: A text source without a text tower.
+        """
+        source = text_source or TextSource()
+        tower = None
+        if source.enabled:
+            if text_tower is None or text_tower.text_dim <= 0:
+                raise ArtifactMismatchError(
+                    f"text source {str(source)!r} needs a CLIP text tower"
+                )
+            tower = TextTowerRecord(
+                id=text_tower.encoder_id, sha256=text_tower.weights_sha256
+            )
         return cls(
             id=info.encoder_id,
             sha256=info.weights_sha256,
@@ -83,8 +146,9 @@ class EncoderRecord(BaseModel):
             block_dim=info.block_dim,
             token=info.token,
             normalised_output=info.normalised,
-            text_source=text_source,
-            text_dim=info.text_dim if text_source != "none" else 0,
+            text_source=str(source),
+            text_dim=text_tower.text_dim if tower and text_tower else 0,
+            text_tower=tower,
         )
 
 
@@ -317,10 +381,35 @@ def check_encoder(manifest: Manifest, info: EncoderInfo, policy: str) -> None:
     """
     rec = manifest.encoder
     got = (info.encoder_id, info.weights_sha256, info.layout, info.token, policy)
-    want = (rec.id, rec.sha256, rec.layout, rec.token, rec.policy)
+    want = (rec.id, rec.sha256, rec.layout.image_layout, rec.token, rec.policy)
     if got != want:
         raise ArtifactMismatchError(
             f"artifacts were trained on encoder/policy {want}, running {got}"
+        )
+
+
+def check_text_tower(manifest: Manifest, info: EncoderInfo | None) -> None:
+    """Refuse to encode text with a tower other than the one trained on.
+
+    Args:
+        manifest: The artifact manifest.
+        info: Identity of the text encoder in use (None: there is none).
+
+    Raises:
+        ArtifactMismatchError: The artifact has a text source and `info` is absent,
+            has no text tower, or is another model or width.
+    """
+    rec = manifest.encoder
+    if rec.text_tower is None:
+        return
+    want = (rec.text_tower.id, rec.text_tower.sha256, rec.text_dim)
+    got = (
+        None if info is None else (info.encoder_id, info.weights_sha256, info.text_dim)
+    )
+    if got != want:
+        raise ArtifactMismatchError(
+            f"artifacts read text source {rec.text_source!r} through text tower "
+            f"{want}; running {got} (set SYNTHGUARD_HF_CLIP_DIR to that CLIP directory)"
         )
 
 
@@ -395,6 +484,12 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
         "heads": {n: r.kind for n, r in manifest.heads.items()},
         "synthguard_version": manifest.synthguard_version,
         "created_utc": manifest.created_utc,
+        # only with a text branch: image-only summaries stay as they were
+        **(
+            {"text_source": str(text)}
+            if (text := manifest.encoder.text).enabled
+            else {}
+        ),
     }
 
 

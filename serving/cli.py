@@ -107,6 +107,12 @@ def build_parser(extensions: Sequence[AddParsers] = ()) -> argparse.ArgumentPars
         help="a head instance, 'fusion', or 'auto' (best leave-one-family-out AUC "
         "on the calibration split; default)",
     )
+    p.add_argument(
+        "--text-source",
+        default=None,
+        help="MLP text branch: none, caption (sidecar <image>.txt) or prompt:<text>; "
+        "text tower from $SYNTHGUARD_HF_CLIP_DIR (default $SYNTHGUARD_TEXT_SOURCE, none)",
+    )
     _add_common_train(p)
 
     p = sub.add_parser(
@@ -147,6 +153,11 @@ def build_parser(extensions: Sequence[AddParsers] = ()) -> argparse.ArgumentPars
     p = sub.add_parser("score", help="score image files or folders; prints JSON lines")
     p.add_argument("paths", type=Path, nargs="+")
     p.add_argument("--artifacts", type=Path)
+    p.add_argument(
+        "--caption",
+        default=None,
+        help="caption of every image (artifacts with the caption text source)",
+    )
 
     p = sub.add_parser(
         "eval-demo", help="offline job: benchmark, train, evaluate, print the tables"

@@ -11,10 +11,14 @@ from pathlib import Path
 
 from serving.artifacts import (
     Artifacts,
+    Manifest,
     dumps,
     load_artifacts,
+    read_manifest,
     write_artifacts,
 )
+from serving.encoders.base import ImageEncoder
+from serving.encoders.factory import load_text_encoder
 from serving.errors import InvalidInputError
 from serving.evaluation.dataset import IMAGE_EXTENSIONS
 from serving.evaluation.perturb import QUICK_SUITE, ROBUSTNESS_SUITE
@@ -32,6 +36,8 @@ from serving.preprocessing import policy_id
 from serving.references import fit_references
 from serving.scoring.views import FeatureLayout
 from serving.settings import ServingSettings
+from serving.text_features import TextBranch
+from serving.text_source import TextSource
 from serving.triton.cli_commands import COMMANDS as TRITON_COMMANDS
 from serving.workflows import (
     POOLED,
@@ -95,18 +101,42 @@ def cmd_train(args: argparse.Namespace, settings: ServingSettings) -> int:
     """Train, calibrate and save heads."""
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     out = args.out or settings.artifacts_dir
+    source = TextSource.parse(args.text_source or settings.text_source)
+    encoder = encoder_for(settings)
     summary = train_and_save(
         settings,
-        encoder_for(settings),
+        encoder,
         args.data or settings.bench_dir,
         out,
         heads,
         args.decision_head,
         head_options(args),
         not args.no_progress,
+        text=text_branch(settings, encoder, source),
     )
     sys.stdout.write(dumps({"artifacts": str(out), "calibration": summary}) + "\n")
     return 0
+
+
+def text_branch(
+    settings: ServingSettings, encoder: ImageEncoder, source: TextSource
+) -> TextBranch | None:
+    """The text branch for `source` (None for ``none``), with the HF text tower."""
+    if not source.enabled:
+        return None
+    return TextBranch(source, load_text_encoder(settings.hf_clip_dir, encoder))
+
+
+def with_text(
+    settings: ServingSettings,
+    encoder: ImageEncoder,
+    manifest: Manifest,
+    fs: FeatureSet,
+    root: Path,
+) -> FeatureSet:
+    """`fs` with the text part the artifacts' MLP reads (unchanged without one)."""
+    branch = text_branch(settings, encoder, manifest.encoder.text)
+    return branch.attach(fs, root) if branch else fs
 
 
 def cmd_calibrate(args: argparse.Namespace, settings: ServingSettings) -> int:
@@ -115,6 +145,7 @@ def cmd_calibrate(args: argparse.Namespace, settings: ServingSettings) -> int:
     encoder = encoder_for(settings)
     arts = load_artifacts(directory, encoder.info, policy_id(settings.policy))
     cal = features_for(settings, encoder, args.data, progress=not args.no_progress)
+    cal = with_text(settings, encoder, arts.manifest, cal, args.data)
     opts = HeadOptions(target_fpr=args.target_fpr, uncertain_fpr=args.uncertain_fpr)
     cals = calibrate_heads(arts.heads, cal, opts)
     rule = fit_decision(arts.manifest.decision_head, arts.heads, cal, opts)
@@ -169,6 +200,7 @@ def cmd_eval(args: argparse.Namespace, settings: ServingSettings) -> int:
         fs = features_for(
             settings, encoder, _need(args.data), "none", args.max_per_class, progress
         )
+        fs = with_text(settings, encoder, arts.manifest, fs, _need(args.data))
         ev = evaluate(arts.heads, arts.calibrations, fs, pooled=False)
         with_decision(ev, arts, fs)
     paths = write_report(
@@ -209,9 +241,11 @@ def cmd_score(args: argparse.Namespace, settings: ServingSettings) -> int:
     """Print one JSON verdict per image (folders are walked recursively)."""
     from serving.detector import Detector
 
-    detector = Detector.open(
-        encoder_for(settings), args.artifacts or settings.artifacts_dir
-    )
+    encoder = encoder_for(settings)
+    directory = args.artifacts or settings.artifacts_dir
+    text = read_manifest(directory).encoder.text
+    branch = text_branch(settings, encoder, text)
+    detector = Detector.open(encoder, directory, branch.encoder if branch else None)
     files: list[Path] = []
     for p in args.paths:
         if p.is_dir():
@@ -221,7 +255,8 @@ def cmd_score(args: argparse.Namespace, settings: ServingSettings) -> int:
         else:
             files.append(p)
     for f in files:
-        sys.stdout.write(json.dumps(detector.score_file(f), sort_keys=True) + "\n")
+        doc = detector.score_file(f, args.caption)
+        sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
     return 0
 
 

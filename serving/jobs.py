@@ -29,6 +29,7 @@ from serving.preprocessing import policy_id
 from serving.references import fit_references
 from serving.scoring.calibration import Calibration
 from serving.settings import ServingSettings
+from serving.text_features import TextBranch
 from serving.workflows import (
     AUTO,
     DEFAULT_HEADS,
@@ -103,6 +104,7 @@ def train_and_save(
     opts: HeadOptions,
     progress: bool,
     lofo: LofoRun | None = None,
+    text: TextBranch | None = None,
 ) -> dict[str, object]:
     """Fit heads on ``bench/train``, calibrate on ``bench/cal``, write artifacts.
 
@@ -118,6 +120,8 @@ def train_and_save(
         opts: Hyper-parameters.
         progress: Show progress bars.
         lofo: A leave-one-family-out run over the same train/cal features.
+        text: The text branch: the MLP then reads image ⊕ text features
+            (`serving.text_features`); None trains on images only.
 
     Returns:
         Thresholds per head and of the decision (key ``decision``), the decision's
@@ -125,6 +129,9 @@ def train_and_save(
     """
     train = features_for(settings, encoder, bench / "train", progress=progress)
     cal = features_for(settings, encoder, bench / "cal", progress=progress)
+    if text is not None:
+        train = text.attach(train, bench / "train")
+        cal = text.attach(cal, bench / "cal")
     selection: dict[str, dict[str, float]] = {}
     if decision == AUTO and len(set(train.families)) < MIN_LOFO_FAMILIES:
         decision = fallback_decision(heads)
@@ -150,8 +157,13 @@ def train_and_save(
     fitted = fit_heads(train, heads, opts)
     cals = calibrate_heads(fitted, cal, opts)
     rule = fit_decision(decision, fitted, cal, opts)
-    record = EncoderRecord.from_info(encoder.info, policy_id(settings.policy))
-    training = {
+    record = EncoderRecord.from_info(
+        encoder.info,
+        policy_id(settings.policy),
+        text.source if text else None,
+        text.encoder.info if text else None,
+    )
+    training: dict[str, object] = {
         "data": str(bench),
         "train_images_sha256": train.meta.image_list_sha256,
         "cal_images_sha256": cal.meta.image_list_sha256,
@@ -162,6 +174,9 @@ def train_and_save(
         "decision_selection": selection,
         "decision_target_fpr": opts.target_fpr,
     }
+    if text is not None:
+        roots = [bench / "train", bench / "cal"]
+        training["text"] = text.provenance(roots, [train, cal])
     refs = fit_references(fitted, cal.x, rule)
     write_artifacts(out, record, fitted, cals, rule, training, refs)
     summary: dict[str, object] = {

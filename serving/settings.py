@@ -24,6 +24,9 @@ class ServingSettings(BaseSettings):
         esrgan_dir: Override for the ESRGAN model directory (benchmark builder).
         extra_photo_dirs: Extra directories of extracted Debian photo packages.
         threads: CPU threads for inference (None = all cores).
+        text_source: Text source of the MLP's image ⊕ text branch for
+            ``synthguard train`` (`serving.text_source`: ``none``, ``caption`` or
+            ``prompt:<text>``); its text tower is ``hf_clip_dir``'s.
     """
 
     model_config = SettingsConfigDict(env_prefix="SYNTHGUARD_", frozen=True)
@@ -35,6 +38,7 @@ class ServingSettings(BaseSettings):
     esrgan_dir: Path | None = None
     extra_photo_dirs: list[Path] = Field(default_factory=list)
     threads: int | None = None
+    text_source: str = "none"
 
     @property
     def bench_dir(self) -> Path:

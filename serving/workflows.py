@@ -73,7 +73,8 @@ class HeadOptions:
         """The feature view of one head kind (``probe``, ``knn``, ``mlp``, ``rine``).
 
         A layout without per-block tokens (an encoder that has none) falls back to
-        the L2-normalised embedding.
+        the L2-normalised embedding. With a text part in the layout the MLP's view
+        appends it (Santosh et al.: image ⊕ text); the other heads stay image-only.
         """
         source, blocks = {
             "probe": (self.probe_source, self.probe_blocks),
@@ -81,12 +82,13 @@ class HeadOptions:
             "mlp": (self.mlp_source, ()),
             "rine": ("blocks", ()),
         }[head]
+        text = head == "mlp" and layout.text_dim > 0
         if source == "embeds" or layout.n_blocks == 0:
-            return FeatureView(layout, "embeds", norm="l2")
+            return FeatureView(layout, "embeds", norm="l2", text=text)
         if head == "probe" and not blocks:
             first = int(layout.n_blocks * self.probe_first_block_fraction)
             blocks = tuple(range(first, layout.n_blocks))
-        return FeatureView(layout, "blocks", blocks=blocks, norm="l2")
+        return FeatureView(layout, "blocks", blocks=blocks, norm="l2", text=text)
 
 
 @dataclass

@@ -63,7 +63,8 @@ class UploadEvent(_Wire):
         data_b64: The image bytes inline, base64 (standard alphabet).
         sha256: Hex sha256 of the image bytes; checked when given.
         content_type: The declared media type (informational).
-        caption: Text for the text branch (carried, not used by the image heads).
+        caption: Text for the MLP's image ⊕ text branch, read when the served
+            artifact's text source is ``caption`` (docs/text-branch.md).
         tenant: Owning tenant.
         trace_id: Correlation id, copied to the verdict.
         uploaded_at: When the upload happened (timezone-aware).
@@ -169,6 +170,10 @@ class ModelVersions(_Wire):
         knn_bank: The reviewer-feedback bank version the kNN head scored with
             (docs/feedback.md). Added in schema 1.2; omitted when the head served
             its training banks only.
+        text_source: Where the MLP's text came from (docs/text-branch.md):
+            ``caption`` (the event's caption, ``""`` when it has none) or
+            ``prompt:<text>``. Added in schema 1.3; omitted for image-only
+            artifacts (text source ``none``).
     """
 
     encoder: str
@@ -178,6 +183,7 @@ class ModelVersions(_Wire):
     artifacts: str
     synthguard: str
     knn_bank: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    text_source: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
     def with_bank(self, version: str | None) -> ModelVersions:
         """These versions with the feedback bank `version` (unchanged for None)."""

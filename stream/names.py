@@ -20,8 +20,8 @@ LEARNER_GROUP_ID: Final = "synthguard-learner"
 
 SCHEMA_VERSION: Final = 1
 # additive, optional changes within a major version: 1.1 added ``Verdict.reasons``,
-# 1.2 ``ModelVersions.knn_bank``
-VERDICT_SCHEMA_MINOR: Final = 2
+# 1.2 ``ModelVersions.knn_bank``, 1.3 ``ModelVersions.text_source``
+VERDICT_SCHEMA_MINOR: Final = 3
 
 # DLQ headers, Kafka Connect ``__connect.errors.*`` style
 HEADER_ERROR_CLASS: Final = "x-error-class"

@@ -1,7 +1,9 @@
 """Application: upload events in, a `Verdict` or a `Failure` out for every one.
 
 Independent of Kafka: parse → fetch → hash (dedupe) → decode → preprocess with the
-manifest's policy → one detector call per batch → verdict. Failures are data
+manifest's policy → one detector call per batch → verdict. When the served
+artifact's text source is ``caption`` (`ModelVersions.text_source`), each event's
+caption goes to the detector with its image and is part of the dedupe key. Failures are data
 (`Failure`, the DLQ record's content); only a detector that stays unavailable
 raises, as `TransientError`, so the runner stops committing and retries the batch.
 """
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 
 from serving.errors import InvalidInputError
 from serving.preprocessing import PolicyFn, get_policy, policy_id
+from serving.text_source import CAPTION
 from stream.decode import DecodeLimits, decode_image
 from stream.errors import FatalError, PoisonMessageError, TransientError
 from stream.events import (
@@ -54,8 +57,12 @@ class _Prepared:
     incoming: Incoming
     event: UploadEvent
     sha256: str
+    key: str  # dedupe key: the content sha256 (+ the caption's, when read)
     pixels: npt.NDArray[np.uint8] | None
     timings: dict[str, float]
+
+
+_Job = tuple[npt.NDArray[np.uint8], str | None]  # pixels and caption
 
 
 def resolve_policy(model: ModelInfo) -> PolicyFn:
@@ -127,6 +134,7 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.fetcher = fetcher or Fetcher(self.config.fetch)
         self._policy = resolve_policy(model)
+        self._captions = model.versions.text_source == CAPTION
         self._cache: OrderedDict[str, Detection] = OrderedDict()
 
     @classmethod
@@ -145,7 +153,7 @@ class Pipeline:
         t0 = time.perf_counter()
         prepared = await asyncio.gather(*(self._prepare(r) for r in batch))
         todo = {
-            p.sha256: p.pixels
+            p.key: (p.pixels, p.event.caption)
             for p in prepared
             if isinstance(p, _Prepared) and p.pixels is not None
         }
@@ -179,24 +187,32 @@ class Pipeline:
                 "sha256 mismatch", error_class="checksum_mismatch", stage="fetch"
             )
         pixels = None
-        if sha not in self._cache:
+        key = self._key(sha, event)
+        if key not in self._cache:
             where["stage"], t = "decode", time.perf_counter()
             pixels = await asyncio.to_thread(self._decode, data)
             timings["decode_s"] = time.perf_counter() - t
-        return _Prepared(incoming, event, sha, pixels, timings)
+        return _Prepared(incoming, event, sha, key, pixels, timings)
+
+    def _key(self, sha: str, event: UploadEvent) -> str:
+        if not self._captions:
+            return sha
+        caption = hashlib.sha256((event.caption or "").encode("utf-8")).hexdigest()
+        return f"{sha}:{caption}"
 
     def _decode(self, data: bytes) -> npt.NDArray[np.uint8]:
         return decode_and_preprocess(data, self.config.decode, self._policy)
 
     async def _infer(
-        self, todo: dict[str, npt.NDArray[np.uint8]]
+        self, todo: dict[str, _Job]
     ) -> dict[str, Detection | PoisonMessageError]:
         if not todo:
             return {}
         shas = list(todo)
-        images = np.stack([todo[s] for s in shas]).astype(np.uint8, copy=False)
+        images = np.stack([todo[s][0] for s in shas]).astype(np.uint8, copy=False)
+        captions = [todo[s][1] for s in shas]
         try:
-            found = await self._detect_retrying(images)
+            found = await self._detect_retrying(images, captions)
         except PoisonMessageError:
             if len(shas) == 1:
                 raise
@@ -214,19 +230,21 @@ class Pipeline:
         return out
 
     async def _infer_one(
-        self, sha: str, pixels: npt.NDArray[np.uint8]
+        self, sha: str, job: _Job
     ) -> dict[str, Detection | PoisonMessageError]:
         try:
-            return await self._infer({sha: pixels})
+            return await self._infer({sha: job})
         except PoisonMessageError as exc:
             return {sha: exc}
 
     async def _detect_retrying(
-        self, images: npt.NDArray[np.uint8]
+        self, images: npt.NDArray[np.uint8], captions: list[str | None]
     ) -> Sequence[Detection]:
         delay = self.config.infer_backoff_s
         for attempt in range(1, self.config.infer_attempts + 1):
             try:
+                if self._captions:
+                    return await self.detector.detect(images, captions)
                 return await self.detector.detect(images)
             except TransientError:
                 if attempt == self.config.infer_attempts:
@@ -254,13 +272,13 @@ class Pipeline:
         if isinstance(p, Failure):
             return p
         cached = p.pixels is None
-        det = self._cache.get(p.sha256) if cached else fresh.get(p.sha256)
+        det = self._cache.get(p.key) if cached else fresh.get(p.key)
         if isinstance(det, PoisonMessageError):
             return Failure(p.incoming, det.error_class, det.stage, str(det))
         if det is None:  # evicted between prepare and now: cannot happen in one batch
             return Failure(p.incoming, "internal", "infer", "no detection")
         if cached:
-            self._cache.move_to_end(p.sha256)
+            self._cache.move_to_end(p.key)
         timings = StageTimings(
             **p.timings,
             infer_s=0.0 if cached else infer_s,

@@ -51,8 +51,18 @@ class Detector(Protocol):
         """
         ...
 
-    async def detect(self, images: npt.NDArray[np.uint8]) -> Sequence[Detection]:
+    async def detect(
+        self,
+        images: npt.NDArray[np.uint8],
+        captions: Sequence[str | None] | None = None,
+    ) -> Sequence[Detection]:
         """Score a batch in one call.
+
+        Args:
+            images: (n, 224, 224, 3) uint8 preprocessed images.
+            captions: One caption per image (None: none), for a served artifact
+                whose text source is ``caption``; the pipeline passes them only
+                then (`ModelVersions.text_source`).
 
         Raises:
             TransientError: unavailable now (retry later, never skip).

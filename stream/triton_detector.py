@@ -43,6 +43,7 @@ def model_versions(summary: dict[str, Any]) -> ModelVersions:
         calibration=f"{decision}@{release}",
         artifacts=release,
         synthguard=str(summary.get("synthguard_version", "unknown")),
+        text_source=summary.get("text_source"),  # absent: image-only artifacts
     )
 
 
@@ -73,10 +74,17 @@ class TritonDetector:
             ScoreReference.from_dict(ref) if ref is not None else None,
         )
 
-    async def detect(self, images: npt.NDArray[np.uint8]) -> Sequence[Detection]:
-        """One Triton call (split by the client only above ``max_batch_size``)."""
+    async def detect(
+        self,
+        images: npt.NDArray[np.uint8],
+        captions: Sequence[str | None] | None = None,
+    ) -> Sequence[Detection]:
+        """One Triton call (split by the client only above ``max_batch_size``).
+
+        ``captions`` go to the pipeline's optional ``caption`` input.
+        """
         try:
-            return await self._client.detect(images)
+            return await self._client.detect(images, captions)
         except InferenceUnavailableError as exc:
             raise TransientError(str(exc)) from exc
         except InvalidInputError as exc:

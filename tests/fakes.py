@@ -76,3 +76,27 @@ def synthetic_features(
     digest = hashlib.sha256(x.tobytes()).hexdigest()
     meta = FeatureMeta.of(fake_info(embed_dim), "clip_default@1", digest, len(ys))
     return FeatureSet(x, np.array(ys, dtype=np.int64), tuple(paths), tuple(fams), meta)
+
+
+class FakeTextEncoder:
+    """Deterministic text tower: a vector seeded by the sha256 of each string."""
+
+    def __init__(self, dim: int = 8, weights: str = "2" * 64) -> None:
+        self._info = EncoderInfo("fake-text", weights, 0, text_dim=dim)
+
+    @property
+    def info(self) -> EncoderInfo:
+        return self._info
+
+    @property
+    def text_tower(self) -> str:
+        return "fake_text_tower"
+
+    def encode_text(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        rows = [
+            np.random.default_rng(
+                int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+            ).normal(size=self._info.text_dim)
+            for t in texts
+        ]
+        return np.asarray(rows, dtype=np.float32).reshape(-1, self._info.text_dim)

@@ -86,8 +86,13 @@ class TextEncoder(Protocol):
     """Maps strings to text embeddings (CLIP text tower or a stand-in)."""
 
     @property
-    def text_source(self) -> str:
-        """Name of the text model, recorded in the manifest."""
+    def info(self) -> EncoderInfo:
+        """Identity of the model (``text_dim`` > 0 when it has a text tower)."""
+        ...
+
+    @property
+    def text_tower(self) -> str:
+        """Name of the text model, or ``none``."""
         ...
 
     def encode_text(self, texts: list[str]) -> npt.NDArray[np.float32]:

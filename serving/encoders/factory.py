@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serving.encoders.base import ImageEncoder
-from serving.errors import InvalidInputError
+from serving.encoders.base import ImageEncoder, TextEncoder
+from serving.errors import InvalidInputError, MissingWeightsError
 
 EMBEDDED_DEFAULT = "clip-vit-b16-int8"
 
@@ -41,3 +41,35 @@ def load_encoder(
     raise InvalidInputError(
         f"unknown encoder {name!r}; use {EMBEDDED_DEFAULT!r} or 'hf'"
     )
+
+
+def load_text_encoder(
+    hf_dir: Path | None, image_encoder: object | None = None
+) -> TextEncoder:
+    """The CLIP text tower of the operator's Hugging Face directory.
+
+    Args:
+        hf_dir: A local CLIP directory holding the full ``CLIPModel`` (both towers)
+            and its tokenizer (``SYNTHGUARD_HF_CLIP_DIR``).
+        image_encoder: The image encoder in use; reused when it already is that
+            directory's model with a text tower (``SYNTHGUARD_ENCODER=hf``).
+
+    Raises:
+        InvalidInputError: No directory given.
+        MissingWeightsError: The directory has no weights, or no text tower.
+    """
+    from serving.encoders.hf_clip import HfClipEncoder
+
+    if isinstance(image_encoder, HfClipEncoder) and image_encoder.text_tower != "none":
+        return image_encoder
+    if hf_dir is None:
+        raise InvalidInputError(
+            "a text source needs a CLIP text tower: set SYNTHGUARD_HF_CLIP_DIR to a "
+            "Hugging Face CLIP directory with both towers and its tokenizer"
+        )
+    encoder = HfClipEncoder(hf_dir)
+    if encoder.text_tower == "none":
+        raise MissingWeightsError(
+            f"{hf_dir} has no CLIP text tower/tokenizer (a vision-only checkpoint?)"
+        )
+    return encoder

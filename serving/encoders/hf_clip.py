@@ -25,7 +25,8 @@ CLIP_CONTEXT_TOKENS = 77
 TEXT_MAX_CHARS = 77  # Santosh et al. cut captions to 77 characters before tokenising
 
 
-def _weights_sha256(directory: Path) -> str:
+def weights_sha256(directory: Path) -> str:
+    """sha256 over the directory's ``*.safetensors`` files (name and content)."""
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise MissingWeightsError(
@@ -65,7 +66,7 @@ class HfClipEncoder:
             )
         if threads:
             torch.set_num_threads(threads)
-        sha = _weights_sha256(directory)
+        sha = weights_sha256(directory)
         model_type = json.loads(config_path.read_text()).get("model_type", "")
         self._full = model_type == "clip"
         cls = CLIPModel if self._full else CLIPVisionModelWithProjection
@@ -107,7 +108,7 @@ class HfClipEncoder:
         return self._info
 
     @property
-    def text_source(self) -> str:
+    def text_tower(self) -> str:
         """Name of the text tower, or ``none``."""
         return "clip_text_tower" if self._tokenizer is not None else "none"
 

@@ -13,9 +13,13 @@ same with a fake in tests.
 - `HeadBackend`: one trained head (linear probe, MLP or kNN with exemplars), loaded by
   the same `serving.artifacts` loader as the in-process detector; it takes both
   encoder outputs and applies its own feature view.
-- `DetectorPipeline`: encoder, then every head concurrently, then the decision head's
-  calibration and label, and novelty from the kNN head's bank similarity, as
-  `serving.detector.Detector` does in-process.
+- `TextEncoderBackend`: the CLIP text tower of the operator's Hugging Face
+  directory (artifacts with a text source only): ``text`` -> ``text_embedding``.
+- `DetectorPipeline`: encoder (and, with a text source, the text encoder on each
+  image's caption or the fixed prompt), then every head concurrently (``head_mlp``
+  also gets the text embedding), then the decision head's calibration and label,
+  and novelty from the kNN head's bank similarity, as `serving.detector.Detector`
+  does in-process.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from serving.artifacts import Manifest, load_head, read_manifest
-from serving.encoders.base import ImageEncoder
+from serving.artifacts import Manifest, check_text_tower, load_head, read_manifest
+from serving.encoders.base import ImageEncoder, TextEncoder
 from serving.encoders.onnx_clip import OnnxClipEncoder
 from serving.errors import (
     ArtifactMismatchError,
@@ -44,7 +48,8 @@ from serving.heads.knn import FeedbackBankWatch, KnnHead
 from serving.scoring.calibration import calibrate, decide
 from serving.scoring.fusion import Decision
 from serving.scoring.novelty import Novelty, apply_reasons, novelty_reasons
-from serving.scoring.views import FeatureLayout
+from serving.scoring.views import FeatureLayout, FeatureView
+from serving.text_source import TextSource, encode_distinct
 from serving.triton import names
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -56,7 +61,9 @@ __all__ = [
     "HeadBackend",
     "InferenceUnavailableError",
     "PerRequestModel",
+    "TextEncoderBackend",
     "error_code",
+    "request_inputs",
 ]
 
 
@@ -89,6 +96,39 @@ def model_parameters(args: dict[str, str]) -> dict[str, str]:
 def version_dir(args: dict[str, str]) -> Path:
     """The model version directory from the python backend's ``initialize`` args."""
     return Path(args["model_repository"]) / args["model_version"]
+
+
+def request_inputs(pb_utils: Any, request: Any, input_names: tuple[str, ...]) -> Arrays:
+    """A request's input tensors by name; optional inputs it left out are absent."""
+    out: Arrays = {}
+    for name in input_names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is not None:
+            out[name] = tensor.as_numpy()
+    return out
+
+
+def decode_texts(column: npt.NDArray[Any] | None, n: int) -> list[str | None]:
+    """(n, 1) BYTES as UTF-8 strings; None for every row when the input is absent.
+
+    Raises:
+        InvalidInputError: Not n rows, or not UTF-8.
+    """
+    if column is None:
+        return [None] * n
+    rows = np.asarray(column, dtype=np.object_).reshape(-1)
+    if len(rows) != n:
+        raise InvalidInputError(f"{len(rows)} texts for {n} images")
+    try:
+        return [bytes(r).decode("utf-8") for r in rows]
+    except (TypeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"text is not UTF-8: {exc}") from exc
+
+
+def reads_text(head: Head) -> bool:
+    """Whether a head's feature view reads the text part of the rows (the MLP's)."""
+    view = getattr(head, "view", None)
+    return isinstance(view, FeatureView) and view.text
 
 
 class EncoderBackend:
@@ -128,10 +168,47 @@ class EncoderBackend:
         return {names.EMBEDDING.name: enc.embeds, names.CLS_TOKENS.name: enc.blocks}
 
 
-class HeadBackend:
-    """One head: ``embedding``, ``cls_tokens`` -> ``score`` (n, 1) [+ ``exemplars``]."""
+class TextEncoderBackend:
+    """CLIP text tower: ``text`` (n, 1) UTF-8 -> ``text_embedding`` (n, text_dim)."""
 
-    input_names = tuple(t.name for t in names.ENCODER_OUTPUTS)
+    input_names = (names.TEXT.name,)
+
+    def __init__(self, encoder: TextEncoder) -> None:
+        self._encoder = encoder
+
+    @classmethod
+    def from_args(cls, args: dict[str, str]) -> TextEncoderBackend:
+        """Load the text tower of the configured directory; check it against the manifest.
+
+        Raises:
+            MissingWeightsError: no directory configured, or no text tower in it.
+            ArtifactMismatchError: not the tower the heads were trained with.
+        """
+        from serving.encoders.factory import load_text_encoder
+
+        directory = model_parameters(args).get(names.PARAM_TEXT_TOWER_DIR, "")
+        if not directory:
+            raise MissingWeightsError(
+                f"{names.TEXT_ENCODER_MODEL}: no {names.PARAM_TEXT_TOWER_DIR}; export "
+                "with `synthguard export --text-tower-dir DIR`"
+            )
+        encoder = load_text_encoder(Path(directory))
+        check_text_tower(read_manifest(version_dir(args)), encoder.info)
+        return cls(encoder)
+
+    def run(self, inputs: Arrays) -> Arrays:
+        """Encode one request's texts (each distinct text once)."""
+        column = inputs[names.TEXT.name]
+        texts = [t or "" for t in decode_texts(column, len(column))]
+        return {names.TEXT_EMBEDDING.name: encode_distinct(self._encoder, texts)}
+
+
+class HeadBackend:
+    """One head: ``embedding``, ``cls_tokens`` [, ``text_embedding``] -> ``score`` (n, 1).
+
+    The kNN head also returns its exemplars, bank similarity and bank version; the
+    MLP of an artifact with a text source also takes ``text_embedding``.
+    """
 
     def __init__(
         self,
@@ -142,6 +219,9 @@ class HeadBackend:
         self._head = head
         self._layout = layout
         self._feedback = feedback
+        self._text = reads_text(head)
+        text = (names.TEXT_EMBEDDING.name,) if self._text else ()
+        self.input_names = (*(t.name for t in names.ENCODER_OUTPUTS), *text)
 
     @classmethod
     def from_args(cls, args: dict[str, str]) -> HeadBackend:
@@ -160,10 +240,20 @@ class HeadBackend:
         return cls(head, manifest.encoder.layout, watch)
 
     def run(self, inputs: Arrays) -> Arrays:
-        """Score one request's encoder outputs (and list kNN exemplars)."""
+        """Score one request's encoder outputs (and list kNN exemplars).
+
+        Raises:
+            InvalidInputError: The MLP of a text artifact got no text embedding.
+        """
+        text = None
+        if self._text:
+            if names.TEXT_EMBEDDING.name not in inputs:
+                raise InvalidInputError(f"this head needs {names.TEXT_EMBEDDING.name}")
+            text = np.asarray(inputs[names.TEXT_EMBEDDING.name], dtype=np.float32)
         x = self._layout.flatten(
             np.asarray(inputs[names.EMBEDDING.name], dtype=np.float32),
             np.asarray(inputs[names.CLS_TOKENS.name], dtype=np.float32),
+            text,
         )
         head = self._feedback.current() if self._feedback else self._head
         if not isinstance(head, KnnHead):
@@ -179,15 +269,23 @@ class HeadBackend:
 
 
 class DetectorPipeline:
-    """BLS pipeline: ``image`` -> embedding, every head score, probability, label."""
+    """BLS pipeline: ``image`` [+ ``caption``] -> every head score, probability, label.
 
-    input_names = (names.IMAGE.name,)
+    Args:
+        decision: The decision rule.
+        served: Head instance served per head kind.
+        novelty: The novelty rule (None: off).
+        text: The artifact's text source (None: ``none``; captions are ignored).
+    """
+
+    input_names = (names.IMAGE.name, names.CAPTION.name)
 
     def __init__(
         self,
         decision: Decision,
         served: dict[str, str],
         novelty: Novelty | None = None,
+        text: TextSource | None = None,
     ) -> None:
         missing = set(decision.members) - set(served.values())
         if missing or not set(served) <= set(names.HEAD_MODELS):
@@ -198,6 +296,7 @@ class DetectorPipeline:
         self._decision = decision
         self._served = served  # kind -> head instance
         self._novelty = novelty
+        self._text = text or TextSource()
 
     @classmethod
     def from_args(cls, args: dict[str, str]) -> DetectorPipeline:
@@ -211,13 +310,28 @@ class DetectorPipeline:
         served: dict[str, str] = json.loads(
             model_parameters(args).get(names.PARAM_HEADS) or "{}"
         )
-        return cls(manifest.decision(), served, manifest.novelty_rule())
+        return cls(
+            manifest.decision(),
+            served,
+            manifest.novelty_rule(),
+            manifest.encoder.text,
+        )
 
     async def run_batch(self, batches: list[Arrays], infer: InferFn) -> list[Arrays]:
-        """Run several requests as one: concatenate, run, split back per request."""
+        """Run several requests as one: concatenate, run, split back per request.
+
+        A request without ``caption`` counts as one without captions (``""``).
+        """
         sizes = [len(b[names.IMAGE.name]) for b in batches]
         images = np.concatenate([b[names.IMAGE.name] for b in batches])
-        out = await self.run({names.IMAGE.name: images}, infer)
+        captions = [
+            c or "" for b in batches for c in _captions(b, len(b[names.IMAGE.name]))
+        ]
+        inputs = {
+            names.IMAGE.name: images,
+            names.CAPTION.name: _bytes_array([[c] for c in captions], 1),
+        }
+        out = await self.run(inputs, infer)
         bounds = np.cumsum([0, *sizes])
         return [
             {k: v[lo:hi] for k, v in out.items()}
@@ -225,16 +339,15 @@ class DetectorPipeline:
         ]
 
     async def run(self, inputs: Arrays, infer: InferFn) -> Arrays:
-        """Score (n, 224, 224, 3) uint8 images through the encoder and head models."""
-        features = tuple(t.name for t in names.ENCODER_OUTPUTS)
-        enc = await infer(names.ENCODER_MODEL, inputs, features)
-        emb = enc[names.EMBEDDING.name]
+        """Score (n, 224, 224, 3) uint8 images (and optional (n, 1) captions)."""
+        features = await self._encode(inputs, infer)
+        emb = features[names.EMBEDDING.name]
         kinds = tuple(names.HEAD_MODELS)
         results = await asyncio.gather(
             *(
                 infer(
                     names.HEAD_MODELS[kind],
-                    {name: enc[name] for name in features},
+                    self._head_inputs(kind, features),
                     tuple(t.name for t in names.HEAD_OUTPUTS[kind]),
                 )
                 for kind in kinds
@@ -258,6 +371,30 @@ class DetectorPipeline:
             names.REASONS.name: _bytes_array(joined, 1),
             names.BANK_VERSION.name: by_kind["knn"][names.BANK_VERSION.name],
         }
+
+    async def _encode(self, inputs: Arrays, infer: InferFn) -> Arrays:
+        """The encoder's outputs, plus ``text_embedding`` with a text source."""
+        images = inputs[names.IMAGE.name]
+        features = tuple(t.name for t in names.ENCODER_OUTPUTS)
+        image = infer(names.ENCODER_MODEL, {names.IMAGE.name: images}, features)
+        if not self._text.enabled:
+            return await image
+        texts = self._text.texts(_captions(inputs, len(images)))
+        text = infer(
+            names.TEXT_ENCODER_MODEL,
+            {names.TEXT.name: _bytes_array([[t] for t in texts], 1)},
+            (names.TEXT_EMBEDDING.name,),
+        )
+        enc, txt = await asyncio.gather(image, text)
+        return {**{n: enc[n] for n in features}, **txt}
+
+    def _head_inputs(self, kind: str, features: Arrays) -> Arrays:
+        inputs, _outputs = names.model_io(names.HEAD_MODELS[kind], self._text.enabled)
+        return {t.name: features[t.name] for t in inputs}
+
+
+def _captions(inputs: Arrays, n: int) -> list[str | None]:
+    return decode_texts(inputs.get(names.CAPTION.name), n)
 
 
 def _bytes_array(rows: list[list[str]], width: int) -> npt.NDArray[np.object_]:
@@ -299,10 +436,7 @@ class PerRequestModel:
     def _respond(self, request: Any) -> Any:
         pb = self._pb
         try:
-            inputs = {
-                name: pb.get_input_tensor_by_name(request, name).as_numpy()
-                for name in self._backend.input_names
-            }
+            inputs = request_inputs(pb, request, self._backend.input_names)
             outputs = self._backend.run(inputs)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             code = getattr(pb.TritonError, error_code(exc))

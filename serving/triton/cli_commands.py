@@ -42,6 +42,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--feedback-bank", type=Path, help="learner bank dir head_knn polls (live)"
     )
     p.add_argument(
+        "--text-tower-dir",
+        type=Path,
+        help="HF CLIP dir of the artifacts' text source (default $SYNTHGUARD_HF_CLIP_DIR)",
+    )
+    p.add_argument(
         "--no-source-path",
         action="store_true",
         help="`serving` is installed where the Triton stub runs (no sys.path entry)",
@@ -74,6 +79,7 @@ def cmd_export(args: argparse.Namespace, settings: ServingSettings) -> int:
         knn_head=args.knn_head,
         source_root=None if args.no_source_path else SOURCE_ROOT,
         feedback_bank=args.feedback_bank,
+        text_tower_dir=args.text_tower_dir or settings.hf_clip_dir,
     )
     summary = {k: v for k, v in doc.items() if k != "files"}
     summary.update(out=str(out), n_files=len(doc["files"]))

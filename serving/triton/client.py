@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -136,12 +136,27 @@ class TritonDetectorClient:
             out[names.CLS_TOKENS.name].astype(np.float32, copy=False),
         )
 
-    async def detect(self, images: npt.NDArray[np.uint8]) -> list[Detection]:
-        """One `Detection` per image, as `serving.detector.Detector` gives it."""
+    async def detect(
+        self,
+        images: npt.NDArray[np.uint8],
+        captions: Sequence[str | None] | None = None,
+    ) -> list[Detection]:
+        """One `Detection` per image, as `serving.detector.Detector` gives it.
+
+        Args:
+            images: (n, 224, 224, 3) uint8 preprocessed images.
+            captions: One caption per image (None: none), sent as the optional
+                ``caption`` input; the pipeline reads it only when the artifact's
+                text source is ``caption``. None (or all None): not sent at all.
+
+        Raises:
+            InvalidInputError: Bad images, or not one caption per image.
+        """
         _check_array(images)
         info = await self.detector_info()
         names_out = tuple(t.name for t in names.PIPELINE_OUTPUTS)
-        out = await self.infer(names.PIPELINE_MODEL, images, names_out)
+        extra = _caption_input(captions, len(images))
+        out = await self.infer(names.PIPELINE_MODEL, images, names_out, extra)
         return [_verdict(out, i, info) for i in range(len(images))]
 
     async def detector_info(self) -> DetectorInfo:
@@ -162,9 +177,19 @@ class TritonDetectorClient:
         )
 
     async def infer(
-        self, model: str, images: npt.NDArray[Any], outputs: tuple[str, ...]
+        self,
+        model: str,
+        images: npt.NDArray[Any],
+        outputs: tuple[str, ...],
+        extra: Arrays | None = None,
     ) -> Arrays:
-        """Send ``images`` as the model's single input, in chunks of its max batch.
+        """Send ``images`` as the model's first input, in chunks of its max batch.
+
+        Args:
+            model: Model name.
+            images: The first input's batch.
+            outputs: Output names to return.
+            extra: More inputs by name, one row per image (e.g. ``caption``).
 
         Raises:
             InvalidInputError: not an array, or the server rejected shape/dtype.
@@ -174,25 +199,30 @@ class TritonDetectorClient:
         max_batch = int((await self._config(model)).get("max_batch_size", 0)) or len(
             images
         )
-        chunks = [images[i : i + max_batch] for i in range(0, len(images), max_batch)]
+        inputs = {_input_name(model): images, **(extra or {})}
+        chunks = [
+            {k: v[i : i + max_batch] for k, v in inputs.items()}
+            for i in range(0, len(images), max_batch)
+        ]
         parts = await asyncio.gather(
             *(self._infer_chunk(model, c, outputs) for c in chunks)
         )
         return {n: np.concatenate([p[n] for p in parts]) for n in outputs}
 
     async def _infer_chunk(
-        self, model: str, chunk: npt.NDArray[Any], outputs: tuple[str, ...]
+        self, model: str, chunk: Arrays, outputs: tuple[str, ...]
     ) -> Arrays:
-        input_name = _input_name(model)
-
         async def call() -> Arrays:
-            tensor = InferInput(
-                input_name, list(chunk.shape), np_to_triton_dtype(chunk.dtype)
-            )
-            tensor.set_data_from_numpy(np.ascontiguousarray(chunk))
+            tensors = []
+            for name, value in chunk.items():
+                tensor = InferInput(
+                    name, list(value.shape), np_to_triton_dtype(value.dtype)
+                )
+                tensor.set_data_from_numpy(np.ascontiguousarray(value))
+                tensors.append(tensor)
             result = await self._client.infer(
                 model,
-                [tensor],
+                tensors,
                 outputs=[InferRequestedOutput(n) for n in outputs],
                 client_timeout=self.timeout_s,
             )
@@ -236,6 +266,16 @@ class TritonDetectorClient:
 def _check_array(images: object) -> None:
     if not isinstance(images, np.ndarray) or images.ndim < 1:
         raise InvalidInputError("images must be a numpy array (n, ...)")
+
+
+def _caption_input(captions: Sequence[str | None] | None, n: int) -> Arrays | None:
+    """The pipeline's optional ``caption`` input, or None when no image has one."""
+    if captions is None or all(c is None for c in captions):
+        return None
+    if len(captions) != n:
+        raise InvalidInputError(f"{len(captions)} captions for {n} images")
+    column = np.array([[(c or "").encode("utf-8")] for c in captions], dtype=np.object_)
+    return {names.CAPTION.name: column}
 
 
 def _input_name(model: str) -> str:

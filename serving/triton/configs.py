@@ -55,8 +55,11 @@ def tensor_table(config: ModelConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
 def expected_table(
     model: str, layout: FeatureLayout, knn_k: int
 ) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """What `tensor_table` must return for `model`, per `serving.triton.names`."""
-    inputs, outputs = names.MODEL_IO[model]
+    """What `tensor_table` must return for `model`, per `serving.triton.names`.
+
+    A layout with a text part adds the model's `names.TEXT_INPUTS`.
+    """
+    inputs, outputs = names.model_io(model, layout.text_dim > 0)
     return {
         s.name: (s.config_dtype, names.resolve_dims(s, layout, knn_k))
         for s in (*inputs, *outputs)
@@ -72,7 +75,7 @@ def fill_dims(config: ModelConfig, layout: FeatureLayout, knn_k: int) -> None:
     """
     if config.name not in names.MODEL_IO:
         raise ArtifactMismatchError(f"unknown model {config.name!r}")
-    inputs, outputs = names.MODEL_IO[config.name]
+    inputs, outputs = names.model_io(config.name, layout.text_dim > 0)
     specs = {s.name: s for s in (*inputs, *outputs)}
     for tensor in (*config.input, *config.output):
         if tensor.name not in specs:
@@ -93,3 +96,16 @@ def get_parameter(config: ModelConfig, key: str) -> str | None:
     if key not in config.parameters:
         return None
     return str(config.parameters[key].string_value)
+
+
+def add_text_inputs(config: ModelConfig) -> None:
+    """Add the model's `names.TEXT_INPUTS` (artifacts with a text source).
+
+    Dims are left to `fill_dims`.
+    """
+    present = {t.name for t in config.input}
+    for spec in names.TEXT_INPUTS.get(config.name, ()):
+        if spec.name not in present:
+            tensor = config.input.add()
+            tensor.name = spec.name
+            tensor.data_type = model_config_pb2.DataType.Value(spec.config_dtype)

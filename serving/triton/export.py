@@ -24,6 +24,7 @@ from serving.errors import ArtifactMismatchError, InvalidInputError, MissingWeig
 from serving.hashing import sha256_file
 from serving.triton import names
 from serving.triton.configs import (
+    add_text_inputs,
     config_files,
     fill_dims,
     read_config,
@@ -49,6 +50,7 @@ def export_repository(
     knn_head: str | None = None,
     source_root: Path | None = SOURCE_ROOT,
     feedback_bank: Path | None = None,
+    text_tower_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Export a Triton model repository.
 
@@ -68,6 +70,10 @@ def export_repository(
         feedback_bank: The learner's bank directory; ``head_knn`` then serves its
             rows with the training banks and picks up each new checkpoint within
             `names.FEEDBACK_POLL_S` (docs/feedback.md).
+        text_tower_dir: The Hugging Face CLIP directory whose text tower the
+            artifacts' text source was trained with (needed exactly when the
+            manifest has a text source; docs/text-branch.md). Referenced, not
+            copied: `names.TEXT_ENCODER_MODEL` loads it from there.
 
     Returns:
         The export manifest (also written to ``out_dir/export_manifest.json``).
@@ -82,14 +88,21 @@ def export_repository(
     served = served_heads(manifest, knn_head)
     if not (template / names.PIPELINE_MODEL / "config.pbtxt").is_file():
         raise MissingWeightsError(f"no model repository template at {template}")
+    text = _text_tower(manifest, text_tower_dir)
     _prepare(out_dir)
     shutil.copytree(
         template, out_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
-    _place_artifacts(artifacts_dir, out_dir, served)
+    if text is None:  # image-only artifacts: no text encoder model at all
+        for model in names.TEXT_MODELS:
+            shutil.rmtree(out_dir / model, ignore_errors=True)
+    _place_artifacts(artifacts_dir, out_dir, served, text is not None)
     encoder = _place_encoder(out_dir, manifest, encoder_onnx, gpu_onnx, link_encoder)
+    if text is not None:
+        encoder["text_tower"] = text
     knn_k = int(manifest.heads[served["knn"]].params["k"])
-    _rewrite_configs(out_dir, manifest, served, knn_k, source_root)
+    text_dir = text["dir"] if text else None
+    _rewrite_configs(out_dir, manifest, served, knn_k, source_root, text_dir)
     if feedback_bank is not None:
         knn_config = out_dir / names.HEAD_MODELS["knn"] / "config.pbtxt"
         config = read_config(knn_config)
@@ -132,6 +145,33 @@ def served_heads(manifest: Manifest, knn_head: str | None = None) -> dict[str, s
     return served
 
 
+def _text_tower(manifest: Manifest, directory: Path | None) -> dict[str, str] | None:
+    """The text tower to serve (None for image-only artifacts), checked by sha256.
+
+    Raises:
+        MissingWeightsError: a text source but no directory, or no weights in it.
+        ArtifactMismatchError: the directory's weights are not the trained-with tower.
+    """
+    rec = manifest.encoder
+    if rec.text_tower is None:
+        return None
+    if directory is None:
+        raise MissingWeightsError(
+            f"the artifacts read text source {rec.text_source!r} through "
+            f"{rec.text_tower.id}: pass its Hugging Face directory "
+            "(--text-tower-dir, default $SYNTHGUARD_HF_CLIP_DIR)"
+        )
+    from serving.encoders.hf_clip import weights_sha256
+
+    sha = weights_sha256(directory)
+    if sha != rec.text_tower.sha256:
+        raise ArtifactMismatchError(
+            f"{directory}: weights sha256 {sha} != manifest text tower "
+            f"{rec.text_tower.sha256} ({rec.text_tower.id})"
+        )
+    return {"dir": str(directory.resolve()), "id": rec.text_tower.id, "sha256": sha}
+
+
 def _prepare(out_dir: Path) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / names.EXPORT_MANIFEST_FILE).is_file():
@@ -148,9 +188,9 @@ def _version_dir(out_dir: Path, model: str) -> Path:
 
 
 def _place_artifacts(
-    artifacts_dir: Path, out_dir: Path, served: dict[str, str]
+    artifacts_dir: Path, out_dir: Path, served: dict[str, str], text: bool
 ) -> None:
-    for model in names.MODELS:
+    for model in (*names.MODELS, *(names.TEXT_MODELS if text else ())):
         shutil.copyfile(
             artifacts_dir / MANIFEST_FILE, _version_dir(out_dir, model) / MANIFEST_FILE
         )
@@ -214,6 +254,7 @@ def _rewrite_configs(
     served: dict[str, str],
     knn_k: int,
     source_root: Path | None,
+    text_dir: str | None = None,
 ) -> None:
     cal = manifest.decision().calibration.to_dict()
     pipeline = {
@@ -226,12 +267,17 @@ def _rewrite_configs(
         ref = json.dumps(manifest.score_reference, sort_keys=True)
         pipeline[names.PARAM_SCORE_REFERENCE] = ref
     heads = {model: kind for kind, model in names.HEAD_MODELS.items()}
+    layout = manifest.encoder.layout
     for path in config_files(out_dir):
         config = read_config(path)
-        fill_dims(config, manifest.encoder.layout, knn_k)
+        if layout.text_dim:
+            add_text_inputs(config)
+        fill_dims(config, layout, knn_k)
         params = pipeline if config.name == names.PIPELINE_MODEL else {}
         if config.name in heads:
             params = {names.PARAM_HEAD: served[heads[config.name]]}
+        if config.name == names.TEXT_ENCODER_MODEL and text_dir:
+            params = {names.PARAM_TEXT_TOWER_DIR: text_dir}
         if source_root is not None:
             params = {**params, names.PARAM_PYTHONPATH: str(source_root.resolve())}
         for key, value in params.items():

@@ -10,6 +10,13 @@ manifest's feature layout, or with the embedded encoder's defaults.
 
 The encoder returns ``embedding`` and ``cls_tokens``; every head takes both and reads
 its own `serving.scoring.views.FeatureView` of them.
+
+The text branch (`serving.text_source`): the pipeline takes an optional ``caption``
+(BYTES); when the artifact has a text source it sends each image's text (its
+caption, or the fixed prompt) to `TEXT_ENCODER_MODEL` (the CLIP text tower of the
+operator's Hugging Face directory) and the ``text_embedding`` to ``head_mlp``, whose
+config then has that extra input (`TEXT_INPUTS`). Without a text source the exporter
+leaves the text encoder model out and ``head_mlp`` image-only.
 """
 
 from __future__ import annotations
@@ -32,15 +39,23 @@ HEAD_MODELS: Final[dict[str, str]] = {
     "rine": "head_rine",
 }
 MODELS: Final = (ENCODER_MODEL, *HEAD_MODELS.values(), PIPELINE_MODEL)
+# exported only for artifacts with a text source (`serving.text_source`)
+TEXT_ENCODER_MODEL: Final = "clip_text_encoder"
+TEXT_MODELS: Final = (TEXT_ENCODER_MODEL,)
+TEMPLATE_MODELS: Final = (*MODELS, *TEXT_MODELS)  # what model_repository/ holds
 
 # symbolic dims, filled by `resolve_dims`; the defaults are the committed configs'
 SYM_EMBED_DIM: Final = "embed_dim"
 SYM_BLOCKS: Final = "n_blocks"
 SYM_BLOCK_DIM: Final = "block_dim"
 SYM_EXEMPLARS: Final = "exemplars"
+SYM_TEXT_DIM: Final = "text_dim"
 DEFAULT_EMBED_DIM: Final = _EMBEDDED_ENCODER_DIM
 DEFAULT_LAYOUT: Final = FeatureLayout(_EMBEDDED_ENCODER_DIM, 12, _EMBEDDED_BLOCK_DIM)
 DEFAULT_KNN_K: Final = 1
+# the committed text encoder's width (CLIP ViT-B/16's text projection); the exporter
+# writes the manifest's ``text_dim``
+DEFAULT_TEXT_DIM: Final = 512
 MAX_BATCH_SIZE: Final = 32
 
 # the int8 CPU encoder file inside the encoder's version dir, and the GPU variant's
@@ -59,6 +74,8 @@ PARAM_UNCERTAIN_LOW: Final = "synthguard_uncertain_low"
 PARAM_VERSIONS: Final = "synthguard_versions"
 PARAM_SCORE_REFERENCE: Final = "synthguard_score_reference"  # drift reference, JSON
 PARAM_THREADS: Final = "synthguard_intra_op_threads"
+# clip_text_encoder: the operator's Hugging Face CLIP directory (text tower)
+PARAM_TEXT_TOWER_DIR: Final = "synthguard_text_tower_dir"
 # head_knn: the learner's feedback bank directory, polled for new versions
 PARAM_FEEDBACK_BANK: Final = "synthguard_feedback_bank_dir"
 FEEDBACK_POLL_S: Final = 1.0
@@ -102,6 +119,17 @@ REASONS: Final = TensorSpec("reasons", "BYTES", (1,))
 REASON_SEPARATOR: Final = ","
 # the feedback bank version the kNN head scored with (empty: training banks only)
 BANK_VERSION: Final = TensorSpec("bank_version", "BYTES", (1,))
+# the text branch: the pipeline's optional caption (UTF-8; absent or empty: none),
+# the text encoder's input text and its output, which head_mlp then also takes
+CAPTION: Final = TensorSpec("caption", "BYTES", (1,))
+TEXT: Final = TensorSpec("text", "BYTES", (1,))
+TEXT_EMBEDDING: Final = TensorSpec("text_embedding", "FP32", (SYM_TEXT_DIM,))
+# inputs a model's config has only when the artifact has a text source
+TEXT_INPUTS: Final[dict[str, tuple[TensorSpec, ...]]] = {
+    HEAD_MODELS["mlp"]: (TEXT_EMBEDDING,)
+}
+# inputs a client may leave out (``optional: true`` in the config)
+OPTIONAL_INPUTS: Final[dict[str, tuple[str, ...]]] = {PIPELINE_MODEL: (CAPTION.name,)}
 
 
 def head_score(kind: str) -> TensorSpec:
@@ -131,8 +159,17 @@ MODEL_IO: Final[dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]
         model: (ENCODER_OUTPUTS, HEAD_OUTPUTS[kind])
         for kind, model in HEAD_MODELS.items()
     },
-    PIPELINE_MODEL: ((IMAGE,), PIPELINE_OUTPUTS),
+    PIPELINE_MODEL: ((IMAGE, CAPTION), PIPELINE_OUTPUTS),
+    TEXT_ENCODER_MODEL: ((TEXT,), (TEXT_EMBEDDING,)),
 }
+
+
+def model_io(
+    model: str, text: bool
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """A model's inputs and outputs, with its `TEXT_INPUTS` when `text` is set."""
+    inputs, outputs = MODEL_IO[model]
+    return (*inputs, *(TEXT_INPUTS.get(model, ()) if text else ())), outputs
 
 
 def resolve_dims(
@@ -155,5 +192,6 @@ def resolve_dims(
         SYM_BLOCKS: layout.n_blocks,
         SYM_BLOCK_DIM: layout.block_dim,
         SYM_EXEMPLARS: 2 * knn_k,
+        SYM_TEXT_DIM: layout.text_dim or DEFAULT_TEXT_DIM,
     }
     return tuple(values[d] if isinstance(d, str) else d for d in spec.dims)

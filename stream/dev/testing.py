@@ -56,8 +56,12 @@ class FakeDetector:
             self.policy, FAKE_VERSIONS.model_copy(update={"policy": self.policy})
         )
 
-    async def detect(self, images: npt.NDArray[np.uint8]) -> Sequence[Detection]:
-        """Score by brightness after `delay_s`."""
+    async def detect(
+        self,
+        images: npt.NDArray[np.uint8],
+        captions: Sequence[str | None] | None = None,
+    ) -> Sequence[Detection]:
+        """Score by brightness after `delay_s` (captions are ignored)."""
         if self.down:
             raise TransientError("fake detector down")
         if self.reject is not None and any(self.reject(img) for img in images):

@@ -84,8 +84,10 @@ def exported(
 
 
 def test_committed_repository_has_every_model_and_a_thin_shim() -> None:
-    assert {p.name for p in TEMPLATE_DIR.iterdir() if p.is_dir()} == set(names.MODELS)
-    for model in names.MODELS:
+    assert {p.name for p in TEMPLATE_DIR.iterdir() if p.is_dir()} == set(
+        names.TEMPLATE_MODELS
+    )
+    for model in names.TEMPLATE_MODELS:
         shim = TEMPLATE_DIR / model / names.VERSION / "model.py"
         assert len(shim.read_text().splitlines()) <= MAX_SHIM_LINES, shim
 
@@ -111,7 +113,14 @@ def test_committed_config_matches_names(path: Path) -> None:
     assert tensor_table(config) == expected
 
 
-@pytest.mark.parametrize("model", names.MODELS)
+def test_committed_optional_inputs_are_marked_optional() -> None:
+    for model in names.TEMPLATE_MODELS:
+        config = read_config(TEMPLATE_DIR / model / "config.pbtxt")
+        optional = {t.name for t in config.input if t.optional}
+        assert optional == set(names.OPTIONAL_INPUTS.get(model, ())), model
+
+
+@pytest.mark.parametrize("model", names.TEMPLATE_MODELS)
 def test_default_configs_run_python_on_cpu_with_dynamic_batching(model: str) -> None:
     config = read_config(TEMPLATE_DIR / model / "config.pbtxt")
     assert config.backend == "python"
@@ -186,6 +195,8 @@ def test_export_manifest_hashes_every_file(exported: Path) -> None:
     assert (
         exported / names.ENCODER_MODEL / names.VERSION / names.ENCODER_CPU_FILE
     ).is_file()
+    # image-only artifacts: no text encoder model, an image-only MLP
+    assert not (exported / names.TEXT_ENCODER_MODEL).exists()
 
 
 def test_export_rejects_an_encoder_the_heads_were_not_trained_on(

@@ -68,7 +68,7 @@ def test_hf_encoder_text_tower_present(tiny_clip_dir: Path) -> None:
     emb = enc.encode_text(["a photo of a cat", "x" * 200])
     assert emb.shape == (2, 32)
     assert enc.info.text_dim == 32
-    assert enc.text_source == "clip_text_tower"
+    assert enc.text_tower == "clip_text_tower"
 
 
 def test_hf_encoder_refuses_directory_without_safetensors(tmp_path: Path) -> None:

@@ -24,13 +24,8 @@ class TritonPythonModel:
 
     async def execute(self, requests):
         try:
-            batches = [
-                {
-                    n: pb_utils.get_input_tensor_by_name(r, n).as_numpy()
-                    for n in self._pipeline.input_names
-                }
-                for r in requests
-            ]
+            names = self._pipeline.input_names
+            batches = [self._mod.request_inputs(pb_utils, r, names) for r in requests]
             outputs = await self._pipeline.run_batch(batches, self._infer)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the requests' error
             code = getattr(pb_utils.TritonError, self._mod.error_code(exc))

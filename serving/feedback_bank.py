@@ -19,8 +19,11 @@ partition and their order is the log's):
 
 A checkpoint is ``feedback_bank-<version>.safetensors`` (tensor ``rows``, (n, d)
 float32, in `entries` order) and ``feedback_bank.json`` (format, version, dim, cap,
-last applied offset per partition, entries, file sha256), written durably (fsync,
-atomic rename; the manifest last). The version is a content hash, so equal banks
+last applied offset per partition, entries, file sha256, and the caller's
+``admission`` state), written durably (fsync, atomic rename; the manifest last).
+``admission`` is opaque here: the state of the rule that chose which records to
+apply (the learner's per-reviewer rate limit), saved with the offsets it belongs to,
+so a resume from the checkpoint admits what a replay from offset 0 admits. The version is a content hash, so equal banks
 have equal versions.
 """
 
@@ -94,6 +97,7 @@ class FeedbackBank:
             raise InvalidInputError(f"dim {dim} and max_rows {max_rows} must be >= 1")
         self.dim, self.max_rows = dim, max_rows
         self.offsets: dict[int, int] = {}
+        self.admission: list[Any] = []  # the caller's, checkpointed with the offsets
         self._entries: dict[str, _Entry] = {}
 
     def __len__(self) -> int:
@@ -183,6 +187,7 @@ class FeedbackBank:
             "dim": self.dim,
             "max_rows": self.max_rows,
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
+            "admission": self.admission,
             "entries": self._entries_doc(order),
             "file": name,
             "sha256": hashlib.sha256((directory / name).read_bytes()).hexdigest(),
@@ -211,6 +216,7 @@ class FeedbackBank:
             rows = load_file(str(directory / doc["file"]))["rows"]
             bank = cls(int(doc["dim"]), int(doc["max_rows"]))
             bank.offsets = {int(p): int(o) for p, o in doc["offsets"].items()}
+            bank.admission = list(doc.get("admission", []))
             for (sha, label, age, part, off), row in zip(
                 doc["entries"], rows, strict=True
             ):

@@ -15,7 +15,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,28 @@ class ReviewerRateLimit:
         self._counts = {k: v for k, v in self._counts.items() if k[2] >= window - 1}
         self._counts[key] = self._counts.get(key, 0) + 1
         return self._counts[key] <= self.max_events
+
+    def state(self) -> list[list[str | int]]:
+        """The open windows' counts as JSON rows ``[reviewer, partition, window, n]``.
+
+        Checkpointed with the bank's offsets (`FeedbackBank.admission`): without
+        it a restart mid-window would start the reviewer's count at zero and admit
+        what a replay from offset 0 rejects.
+        """
+        return [[r, p, w, n] for (r, p, w), n in sorted(self._counts.items())]
+
+    def restore(self, rows: list[Any]) -> None:
+        """Resume from `state` rows (a checkpoint's).
+
+        Raises:
+            FatalError: rows not of the `state` shape.
+        """
+        try:
+            self._counts = {(str(r), int(p), int(w)): int(n) for r, p, w, n in rows}
+        except (TypeError, ValueError) as exc:
+            raise FatalError(
+                f"bad rate-limit state in the bank checkpoint: {exc}"
+            ) from exc
 
 
 class LearnerMetrics:
@@ -188,6 +210,7 @@ class Learner:
 
     def checkpoint(self, directory: Path) -> str:
         """Save the bank durably; returns its version."""
+        self.bank.admission = self.limit.state()
         version = self.bank.save(directory)
         self.metrics.checkpoints.inc()
         for label, n in self.bank.counts().items():

@@ -55,13 +55,14 @@ def build_learner(
     view = geometry.view
     encoder = TritonRowEncoder(settings.triton, geometry.layout, view)
     limits = pipeline_config(settings)  # the worker's fetch and decode limits
+    bank = FeedbackBank.open(ls.bank_dir, view.dim, ls.max_rows)
+    limit = ReviewerRateLimit(ls.reviewer_max_events, int(ls.reviewer_window_s * 1000))
+    limit.restore(bank.admission)
     learner = Learner(
-        bank=FeedbackBank.open(ls.bank_dir, view.dim, ls.max_rows),
+        bank=bank,
         encoder=encoder,
         policy=Learner.policy_of(geometry.policy),
-        limit=ReviewerRateLimit(
-            ls.reviewer_max_events, int(ls.reviewer_window_s * 1000)
-        ),
+        limit=limit,
         metrics=LearnerMetrics(registry),
         fetcher=Fetcher(limits.fetch),
         decode=limits.decode,

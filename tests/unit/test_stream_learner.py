@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -92,3 +93,30 @@ async def test_learner_rate_limits_per_reviewer_and_counts_them() -> None:
     assert sample(metric, {"reviewer": "rev-1", "outcome": "applied"}) == 2
     assert sample(metric, {"reviewer": "rev-1", "outcome": "rate_limited"}) == 1
     assert sample(metric, {"reviewer": "rev-2", "outcome": "applied"}) == 1
+
+
+async def test_a_resume_from_the_checkpoint_admits_what_a_full_replay_admits(
+    tmp_path: Path,
+) -> None:
+    events = [_incoming(i, _jpeg(i)) for i in range(4)]  # one reviewer, one window
+    full = _learner(max_events=2)
+    want = [await full.handle(e) for e in events]
+    first = _learner(max_events=2)
+    for e in events[:2]:
+        await first.handle(e)
+    first.checkpoint(tmp_path)
+    bank = FeedbackBank.open(tmp_path, DIM, max_rows=100)
+    limit = ReviewerRateLimit(2, window_ms=60_000)
+    limit.restore(bank.admission)
+    resumed = Learner(
+        bank=bank,
+        encoder=FakeRowEncoder(),
+        policy=Learner.policy_of("clip_default@1"),
+        limit=limit,
+        metrics=LearnerMetrics(CollectorRegistry()),
+    )
+    got = [await resumed.handle(e) for e in events]
+    assert got[:2] == ["stale", "stale"]
+    assert [type(o) for o in got[2:]] == [type(o) for o in want[2:]] == [Failure] * 2
+    assert resumed.bank.version() == full.bank.version()
+    assert limit.state() == full.limit.state() == [["rev-1", 0, 0, 4]]

@@ -2,7 +2,9 @@
 
 Shared by the dashboard, rule and metrics-contract tests: the metric names named in
 ``deploy/grafana/dashboards/*.json`` and ``deploy/prometheus/synthguard.rules.yml``,
-the worker's families (`stream.names`), and the Triton Inference Server 2.51 names.
+the worker's families (`stream.names` ``METRIC_*``), the feedback learner's
+(``LEARNER_METRIC_*``, scraped from the learner's own pod), and the Triton Inference
+Server 2.51 names.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from pathlib import Path
 from typing import Final
 
 import yaml
-from prometheus_client import Metric
+from prometheus_client import CollectorRegistry, Metric
 from promql_names import dashboard_exprs, metric_names, substitute
 
 from stream import names
+from stream.learner import LearnerMetrics
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 DASHBOARD_DIR: Final = ROOT / "deploy" / "grafana" / "dashboards"
@@ -45,6 +48,12 @@ WORKER_FAMILIES: Final = frozenset(
     for key, value in vars(names).items()
     if key.startswith("METRIC_") and isinstance(value, str)
 )
+# the feedback learner's (``synthguard learner``, its own pod and PodMonitor)
+LEARNER_FAMILIES: Final = frozenset(
+    value
+    for key, value in vars(names).items()
+    if key.startswith("LEARNER_METRIC_") and isinstance(value, str)
+)
 FAMILY_SUFFIXES: Final = ("_bucket", "_sum", "_count", "_info")  # histogram, Info
 ALLOWED_OUTSIDE_WORKER: Final = TRITON_METRICS | GPU_ONLY | PROMETHEUS_METRICS
 
@@ -67,11 +76,16 @@ def sample_names(families: Iterable[Metric]) -> set[str]:
     }
 
 
+def learner_samples() -> set[str]:
+    """Sample names the feedback learner's registry (`LearnerMetrics`) exposes."""
+    return sample_names(LearnerMetrics(CollectorRegistry()).registry.collect())
+
+
 def family(metric: str) -> str:
     """The `stream.names` constant a sample name comes from (itself if none)."""
     for suffix in FAMILY_SUFFIXES:
         base = metric.removesuffix(suffix)
-        if base != metric and base in WORKER_FAMILIES:
+        if base != metric and base in WORKER_FAMILIES | LEARNER_FAMILIES:
             return base
     return metric
 
@@ -116,7 +130,7 @@ def rule_metrics(path: Path = RULES_FILE) -> dict[str, set[str]]:
     return used
 
 
-def all_named_metrics() -> dict[str, set[str]]:
+def named_metrics() -> dict[str, set[str]]:
     """Every scraped metric the dashboards and rules read -> where it is read."""
     used: dict[str, set[str]] = {}
     sources = [dashboard_metrics(p) for p in sorted(DASHBOARD_DIR.glob("*.json"))]
@@ -124,3 +138,26 @@ def all_named_metrics() -> dict[str, set[str]]:
         for name, where in source.items():
             used.setdefault(name, set()).update(where)
     return used
+
+
+def all_named_metrics() -> dict[str, set[str]]:
+    """What the dashboards and rules read from the worker and Triton -> where.
+
+    `named_metrics` without the feedback learner's families: a scrape of the
+    worker and Triton must serve all of these; the learner's are checked against
+    `learner_samples` (`learner_named_metrics`).
+    """
+    return {
+        name: where
+        for name, where in named_metrics().items()
+        if family(name) not in LEARNER_FAMILIES
+    }
+
+
+def learner_named_metrics() -> dict[str, set[str]]:
+    """What the dashboards and rules read from the feedback learner -> where."""
+    return {
+        name: where
+        for name, where in named_metrics().items()
+        if family(name) in LEARNER_FAMILIES
+    }

@@ -2,8 +2,9 @@
 
 Offline: each dashboard's PromQL is made plain (`promql_names.substitute`), parsed
 with ``promql-parser`` and every metric it reads must be one the worker exports
-(`stream.names`, as `stream.metrics.StreamMetrics` registers it), one Triton
-Inference Server 2.51 exports, or ``up``. Conventions checked as well: provisioning
+(`stream.names`, as `stream.metrics.StreamMetrics` registers it), one the feedback
+learner exports (``LEARNER_METRIC_*``, as `stream.learner.LearnerMetrics` registers
+it), one Triton Inference Server 2.51 exports, or ``up``. Conventions checked as well: provisioning
 ready (``id`` null, stable ``uid``), one ``$datasource`` variable that every query
 uses, no ``__inputs`` from a UI export.
 """
@@ -20,10 +21,12 @@ from observability import (
     ALLOWED_OUTSIDE_WORKER,
     DASHBOARD_DIR,
     GPU_ONLY,
+    LEARNER_FAMILIES,
     TRITON_METRICS,
     WORKER_FAMILIES,
     dashboard_metrics,
     family,
+    learner_samples,
     sample_names,
 )
 from prometheus_client import CollectorRegistry
@@ -157,7 +160,8 @@ def test_metrics_are_known(path: Path) -> None:
     unknown = {
         name: sorted(titles)
         for name, titles in dashboard_metrics(path).items()
-        if name not in ALLOWED_OUTSIDE_WORKER and family(name) not in WORKER_FAMILIES
+        if name not in ALLOWED_OUTSIDE_WORKER
+        and family(name) not in WORKER_FAMILIES | LEARNER_FAMILIES
     }
     assert not unknown, f"metrics neither in stream.names nor Triton's: {unknown}"
 
@@ -169,9 +173,30 @@ def test_worker_metrics_have_the_exported_type(path: Path) -> None:
     wrong = {
         name: sorted(titles)
         for name, titles in dashboard_metrics(path).items()
-        if name.startswith(names.PREFIX) and name not in exported
+        if name.startswith(names.PREFIX)
+        and family(name) not in LEARNER_FAMILIES
+        and name not in exported
     }
     assert not wrong, f"not exposed by StreamMetrics: {wrong}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_learner_metrics_have_the_exported_type(path: Path) -> None:
+    # e.g. no ``_total`` of the bank-rows gauge
+    exported = learner_samples()
+    wrong = {
+        name: sorted(titles)
+        for name, titles in dashboard_metrics(path).items()
+        if family(name) in LEARNER_FAMILIES and name not in exported
+    }
+    assert not wrong, f"not exposed by LearnerMetrics: {wrong}"
+
+
+def test_learner_families_are_what_the_learner_registers() -> None:
+    # a LEARNER_METRIC_* the learner never registers, or one it registers unnamed
+    assert {family(name) for name in learner_samples()} == LEARNER_FAMILIES
+    exported = sample_names(StreamMetrics(CollectorRegistry()).registry.collect())
+    assert not learner_samples() & exported, "the worker and learner share a name"
 
 
 def test_overview_covers_every_worker_family() -> None:
@@ -180,6 +205,24 @@ def test_overview_covers_every_worker_family() -> None:
         for name in dashboard_metrics(DASHBOARD_DIR / "synthguard-overview.json")
     }
     assert not WORKER_FAMILIES - used
+
+
+def test_overview_covers_every_learner_family() -> None:
+    used = {
+        family(name)
+        for name in dashboard_metrics(DASHBOARD_DIR / "synthguard-overview.json")
+    }
+    assert not LEARNER_FAMILIES - used
+
+
+def test_learner_panels_do_not_filter_by_worker_pod() -> None:
+    # $pod lists worker pods (synthguard_build_info); the learner exports no build
+    # info, so a pod matcher would hide it whenever a worker pod is selected
+    for title, expr in dashboard_exprs(DASHBOARD_DIR / "synthguard-overview.json"):
+        if any(family(n) in LEARNER_FAMILIES for n in metric_names(substitute(expr))):
+            assert "$pod" not in expr, title
+            assert "${pod" not in expr, title
+            assert '"$namespace"' in expr, title
 
 
 def test_triton_dashboard_covers_triton_metrics() -> None:

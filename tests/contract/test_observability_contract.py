@@ -1,7 +1,9 @@
 """Every worker metric the dashboards and alert rules read is exported by the running
 service: start the REAL worker (``python -m stream.worker_main``, the container's
 entry point) against the REAL Tansu broker, read its ``/metrics`` over HTTP and
-compare. Triton's names are checked against a real tritonserver in
+compare. The feedback learner's (``LEARNER_METRIC_*``, scraped from the learner's own
+pod) must be exposed by its registry, `stream.learner.LearnerMetrics`, and never by
+the worker. Triton's names are checked against a real tritonserver in
 ``tests/e2e/test_prometheus_scrape.py``."""
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from observability import ALLOWED_OUTSIDE_WORKER, all_named_metrics, sample_names
+from observability import (
+    ALLOWED_OUTSIDE_WORKER,
+    all_named_metrics,
+    learner_named_metrics,
+    learner_samples,
+    sample_names,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.local_process import free_port
@@ -77,6 +85,22 @@ def test_every_dashboard_and_rule_metric_is_exported(worker_metrics_url: str) ->
         if name not in ALLOWED_OUTSIDE_WORKER and name not in names
     }
     assert not missing, f"read by dashboards/rules, absent from /metrics: {missing}"
+
+
+def test_every_learner_metric_named_is_exported_by_the_learner() -> None:
+    exported_by_learner = learner_samples()
+    missing = {
+        name: sorted(where)
+        for name, where in learner_named_metrics().items()
+        if name not in exported_by_learner
+    }
+    assert not missing, f"read by dashboards/rules, not in LearnerMetrics: {missing}"
+
+
+def test_learner_metrics_are_not_the_workers(worker_metrics_url: str) -> None:
+    served = exported(worker_metrics_url)
+    assert learner_samples()
+    assert not learner_samples() & served
 
 
 def test_readiness_gauge_reports_the_missing_detector(worker_metrics_url: str) -> None:

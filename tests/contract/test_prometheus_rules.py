@@ -1,6 +1,6 @@
 """deploy/prometheus: the rule file passes ``promtool check rules`` and the alert unit
 tests (``promtool test rules``); its PrometheusRule twin is in sync; every metric it
-reads is exported by the worker or by Triton."""
+reads is exported by the worker, the feedback learner or Triton."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ import pytest
 import yaml
 from observability import (
     ALLOWED_OUTSIDE_WORKER,
+    LEARNER_FAMILIES,
     ROOT,
     RULES_FILE,
     WORKER_FAMILIES,
     family,
+    learner_samples,
     rule_exprs,
     rule_metrics,
 )
@@ -36,6 +38,7 @@ REQUIRED_ALERTS: Final = {
     "SynthGuardEndToEndLatencyHigh",
     "SynthGuardNoVerdicts",
     "SynthGuardWorkerNotReady",
+    "SynthGuardFeedbackRejected",
 }
 
 
@@ -83,9 +86,20 @@ def test_every_rule_parses_and_reads_known_metrics() -> None:
     unknown = {
         name: sorted(rules)
         for name, rules in rule_metrics().items()
-        if name not in ALLOWED_OUTSIDE_WORKER and family(name) not in WORKER_FAMILIES
+        if name not in ALLOWED_OUTSIDE_WORKER
+        and family(name) not in WORKER_FAMILIES | LEARNER_FAMILIES
     }
     assert not unknown, f"metrics neither in stream.names nor Triton's: {unknown}"
+
+
+def test_learner_metrics_in_rules_are_exported_by_the_learner() -> None:
+    exported = learner_samples()
+    wrong = {
+        name: sorted(rules)
+        for name, rules in rule_metrics().items()
+        if family(name) in LEARNER_FAMILIES and name not in exported
+    }
+    assert not wrong, f"not exposed by LearnerMetrics: {wrong}"
 
 
 def test_prometheusrule_matches_the_rule_file() -> None:

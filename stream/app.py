@@ -38,7 +38,10 @@ def make_worker(
     round trip within a deadline (`BrokerRoundTrip`), not a mere TCP connect,
     which a frozen broker still accepts.
     """
-    metrics = StreamMetrics(registry or CollectorRegistry())
+    m = settings.metrics
+    metrics = StreamMetrics(
+        registry or CollectorRegistry(), m.drift_window, m.drift_max_tenants
+    )
     detector = detector or TritonDetector(settings.triton)
     health = Health(broker=BrokerRoundTrip(settings.kafka), detector=detector.ready)
     health.observers.append(lambda ok: metrics.ready.set(1 if ok else 0))

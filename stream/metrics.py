@@ -18,7 +18,7 @@ from serving import __version__
 from serving.scoring.drift import ScoreReference
 from serving.scoring.novelty import REASON_NOVEL
 from stream import names
-from stream.drift import DriftMonitor
+from stream.drift import DEFAULT_MAX_TENANTS, DEFAULT_WINDOW, DriftMonitor
 from stream.events import ModelVersions, Verdict
 from stream.records import Failure, Outcome
 
@@ -34,10 +34,18 @@ class StreamMetrics:
 
     Args:
         registry: Where to register (a fresh one per test; the default per process).
+        drift_window: Verdicts per tenant in a drift window.
+        drift_max_tenants: Tenants with their own drift window.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        drift_window: int = DEFAULT_WINDOW,
+        drift_max_tenants: int = DEFAULT_MAX_TENANTS,
+    ) -> None:
         self.registry = registry
+        self._drift_shape = (drift_window, drift_max_tenants)
         self._counters(registry)
         self._distributions(registry)
         self._drift(registry)
@@ -150,7 +158,7 @@ class StreamMetrics:
         if reference is not None and (
             self.drift_monitor is None or self.drift_monitor.reference != reference
         ):
-            self.drift_monitor = DriftMonitor(reference)
+            self.drift_monitor = DriftMonitor(reference, *self._drift_shape)
 
     def observe_batch(
         self, outcomes: Sequence[Outcome], timestamps_ms: Sequence[int | None]

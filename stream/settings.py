@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from serving.triton import client as triton_client
 from stream import names
 from stream.decode import DEFAULT_FORMATS
+from stream.drift import DEFAULT_MAX_TENANTS, DEFAULT_WINDOW
 from stream.fetch import FetchLimits
 from stream.pipeline import PipelineConfig
 
@@ -174,6 +175,10 @@ class MetricsSettings(_Group):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+    # score drift (`stream.drift.DriftMonitor`): verdicts per tenant window, and
+    # tenants with their own window (the label's cardinality; the rest: ``other``)
+    drift_window: int = Field(DEFAULT_WINDOW, ge=1, le=100_000)
+    drift_max_tenants: int = Field(DEFAULT_MAX_TENANTS, ge=0, le=1_000)
 
 
 class LearnerSettings(_Group):

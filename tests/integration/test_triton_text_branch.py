@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from triton_fixtures import HEADS, fake_images, missing_installs, photo_images
+from triton_fixtures import (
+    fake_images,
+    fit_small_heads,
+    missing_installs,
+    photo_images,
+)
 
 from serving.artifacts import EncoderRecord, write_artifacts
 from serving.detector import Detector
@@ -32,7 +37,6 @@ from serving.triton import names
 from serving.triton.client import TritonDetectorClient
 from serving.triton.export import export_repository
 from serving.triton.server import TritonServer
-from serving.workflows import HeadOptions, calibrate_heads, fit_heads
 from stream.events import SourceRef, UploadEvent, Verdict, utc_now
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.records import Incoming
@@ -86,17 +90,7 @@ def artifacts(
     )
     paths = tuple(f"{'fake' if lab else 'real'}/{i}.png" for i, lab in enumerate(y))
     fs = FeatureSet(x, y, paths, ("photos",) * len(y), meta)
-    cal = np.zeros(len(y), dtype=bool)
-    cal[2::3] = True
-    opts = HeadOptions(
-        mlp_epochs=2,
-        mlp_batch_size=16,
-        rine_epochs=2,
-        target_fpr=0.34,
-        uncertain_fpr=0.5,
-    )
-    heads = fit_heads(fs.select(~cal), HEADS, opts)
-    cals = calibrate_heads(heads, fs.select(cal), opts)
+    heads, cals, _cal = fit_small_heads(fs)
     record = EncoderRecord.from_info(
         encoder.info, policy_id("clip_default"), SOURCE, tower.info
     )

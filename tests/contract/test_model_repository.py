@@ -40,13 +40,6 @@ MAX_SHIM_LINES = 60
 
 
 @pytest.fixture(scope="module")
-def dummy_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("enc") / "encoder.onnx"
-    path.write_bytes(b"not really onnx")
-    return path
-
-
-@pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory, dummy_encoder: Path) -> Path:
     fs = synthetic_features(n_per_class=20, embed_dim=DIM)
     opts = HeadOptions(

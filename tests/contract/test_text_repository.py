@@ -62,13 +62,6 @@ def tower(tiny_clip_dir: Path) -> HfClipEncoder:
 
 
 @pytest.fixture(scope="module")
-def dummy_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("enc") / "encoder.onnx"
-    path.write_bytes(b"not really onnx")
-    return path
-
-
-@pytest.fixture(scope="module")
 def artifacts(
     tmp_path_factory: pytest.TempPathFactory, tower: HfClipEncoder, dummy_encoder: Path
 ) -> Path:

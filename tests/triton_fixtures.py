@@ -7,6 +7,7 @@ The same recipe as `tests/integration/test_triton_serving.py`, factored for reus
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from serving.preprocessing import clip_default, policy_id
 from serving.references import fit_references
 from serving.scoring.calibration import Calibration
 from serving.scoring.fusion import Decision
+from serving.triton import names as triton_names
+from serving.triton.configs import read_config
 from serving.triton.export import export_repository
 from serving.triton.install import locate_triton
 from serving.workflows import HeadOptions, calibrate_heads, fit_heads
@@ -117,3 +120,15 @@ def export(artifacts: Path, out: Path) -> Path:
     """Export a model repository (the encoder ONNX symlinked)."""
     export_repository(artifacts, out, link_encoder=True)
     return out
+
+
+def backend_args(repo: Path, model: str) -> dict[str, str]:
+    """The ``args`` Triton's python backend passes to ``initialize`` for `model`."""
+    config = read_config(repo / model / "config.pbtxt")
+    params = {k: {"string_value": v.string_value} for k, v in config.parameters.items()}
+    return {
+        "model_config": json.dumps({"name": model, "parameters": params}),
+        "model_repository": str(repo / model),
+        "model_version": triton_names.VERSION,
+        "model_name": model,
+    }

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import fake_info, synthetic_features
+from triton_fixtures import backend_args
 
 from serving.artifacts import EncoderRecord, load_artifacts, write_artifacts
 from serving.errors import ArtifactMismatchError, InvalidInputError
@@ -217,11 +218,11 @@ def test_served_heads_score_like_the_trained_heads(
     x = synthetic_features(n_per_class=3, embed_dim=DIM, seed=2).x
     for kind, model in names.HEAD_MODELS.items():
         instance = "knn_k3" if kind == "knn" else kind
-        out = HeadBackend.from_args(_args(exported, model)).run(_encoded(x))
+        out = HeadBackend.from_args(backend_args(exported, model)).run(_encoded(x))
         np.testing.assert_allclose(
             out[names.SCORE.name][:, 0], arts.heads[instance].score(x), atol=1e-6
         )
-    knn = HeadBackend.from_args(_args(exported, names.HEAD_MODELS["knn"])).run(
+    knn = HeadBackend.from_args(backend_args(exported, names.HEAD_MODELS["knn"])).run(
         _encoded(x)
     )
     assert knn[names.EXEMPLARS.name].shape == (len(x), 6)
@@ -233,7 +234,8 @@ def test_pipeline_splits_batched_requests_back_in_order(
     arts = load_artifacts(artifacts)
     x = synthetic_features(n_per_class=3, embed_dim=DIM, seed=3).x[:5]
     heads = {
-        m: HeadBackend.from_args(_args(exported, m)) for m in names.HEAD_MODELS.values()
+        m: HeadBackend.from_args(backend_args(exported, m))
+        for m in names.HEAD_MODELS.values()
     }
 
     async def infer(model: str, inputs: dict, outputs: tuple[str, ...]) -> dict:
@@ -241,7 +243,7 @@ def test_pipeline_splits_batched_requests_back_in_order(
             return _encoded(x[inputs[names.IMAGE.name][:, 0, 0, 0]])
         return heads[model].run(inputs)
 
-    pipeline = DetectorPipeline.from_args(_args(exported, names.PIPELINE_MODEL))
+    pipeline = DetectorPipeline.from_args(backend_args(exported, names.PIPELINE_MODEL))
     images = np.zeros((5, 224, 224, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(5)
     batches = [{names.IMAGE.name: images[:2]}, {names.IMAGE.name: images[2:]}]
@@ -260,17 +262,6 @@ def _encoded(x: np.ndarray) -> dict[str, np.ndarray]:
     return {
         names.EMBEDDING.name: LAYOUT.embeds(x),
         names.CLS_TOKENS.name: LAYOUT.blocks(x),
-    }
-
-
-def _args(repo: Path, model: str) -> dict[str, str]:
-    config = read_config(repo / model / "config.pbtxt")
-    params = {k: {"string_value": v.string_value} for k, v in config.parameters.items()}
-    return {
-        "model_config": json.dumps({"name": model, "parameters": params}),
-        "model_repository": str(repo / model),
-        "model_version": names.VERSION,
-        "model_name": model,
     }
 
 
@@ -302,7 +293,8 @@ def test_pipeline_applies_a_fused_decision_like_in_process(tmp_path: Path) -> No
     x = synthetic_features(n_per_class=3, embed_dim=DIM, seed=4).x
     x = np.concatenate([x, -x[:2]])  # the last two are far from both banks: novel
     backends = {
-        m: HeadBackend.from_args(_args(repo, m)) for m in names.HEAD_MODELS.values()
+        m: HeadBackend.from_args(backend_args(repo, m))
+        for m in names.HEAD_MODELS.values()
     }
 
     async def infer(model: str, inputs: dict, outputs: tuple[str, ...]) -> dict:
@@ -310,7 +302,7 @@ def test_pipeline_applies_a_fused_decision_like_in_process(tmp_path: Path) -> No
             return _encoded(x[inputs[names.IMAGE.name][:, 0, 0, 0]])
         return backends[model].run(inputs)
 
-    pipeline = DetectorPipeline.from_args(_args(repo, names.PIPELINE_MODEL))
+    pipeline = DetectorPipeline.from_args(backend_args(repo, names.PIPELINE_MODEL))
     images = np.zeros((len(x), 224, 224, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(len(x))
     out = asyncio.run(pipeline.run({names.IMAGE.name: images}, infer))

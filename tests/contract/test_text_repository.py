@@ -8,13 +8,13 @@ runs with the real `TextEncoderBackend` and `HeadBackend`s and an in-memory BLS.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes import synthetic_features
+from triton_fixtures import backend_args
 
 from serving.artifacts import EncoderRecord, load_artifacts, write_artifacts
 from serving.encoders.base import EncoderInfo
@@ -96,17 +96,6 @@ def exported(
     return out
 
 
-def _args(repo: Path, model: str) -> dict[str, str]:
-    config = read_config(repo / model / "config.pbtxt")
-    params = {k: {"string_value": v.string_value} for k, v in config.parameters.items()}
-    return {
-        "model_config": json.dumps({"name": model, "parameters": params}),
-        "model_repository": str(repo / model),
-        "model_version": names.VERSION,
-        "model_name": model,
-    }
-
-
 def test_text_export_serves_the_text_tower_and_feeds_the_mlp(
     exported: Path, artifacts: Path, tiny_clip_dir: Path
 ) -> None:
@@ -144,10 +133,11 @@ def test_pipeline_caption_reaches_the_mlp_like_in_process(
     layout = arts.manifest.encoder.layout
     image_rows = synthetic_features(n_per_class=2, embed_dim=DIM, seed=4).x
     backends = {
-        m: HeadBackend.from_args(_args(exported, m)) for m in names.HEAD_MODELS.values()
+        m: HeadBackend.from_args(backend_args(exported, m))
+        for m in names.HEAD_MODELS.values()
     }
     backends[names.TEXT_ENCODER_MODEL] = TextEncoderBackend.from_args(  # type: ignore[assignment]
-        _args(exported, names.TEXT_ENCODER_MODEL)
+        backend_args(exported, names.TEXT_ENCODER_MODEL)
     )
 
     async def infer(model: str, inputs: dict, outputs: tuple[str, ...]) -> dict:
@@ -159,7 +149,7 @@ def test_pipeline_caption_reaches_the_mlp_like_in_process(
             }
         return backends[model].run(inputs)
 
-    pipeline = DetectorPipeline.from_args(_args(exported, names.PIPELINE_MODEL))
+    pipeline = DetectorPipeline.from_args(backend_args(exported, names.PIPELINE_MODEL))
     images = np.zeros((4, 224, 224, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(4)
     captions = ["a cat", "a dog", "", "a cat"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,8 +33,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from bench.families import PLAIN_REALS
-from serving.benchdata.builder import MANIFEST_NAME
+from bench.families import PLAIN_REALS, native_png224
 from serving.evaluation.results import DomainResult, evaluate_domain
 from serving.features import FeatureSet
 from serving.heads.base import Head
@@ -55,18 +53,6 @@ def candidates(heads: Sequence[str]) -> list[tuple[str, ...]]:
     return [
         c for k in range(1, len(heads) + 1) for c in itertools.combinations(heads, k)
     ]
-
-
-def native_png224(bench: Path, split: str, fs: FeatureSet) -> Mask:
-    """Rows of `fs` whose image was written at its native 224 px as PNG."""
-    images = json.loads((bench / MANIFEST_NAME).read_text())["images"]
-    native = {
-        i["path"].split("/", 1)[1]
-        for i in images
-        if i["split"] == split and i["side"] == 224
-        and i["format"]["container"] == "png"
-    }  # fmt: skip
-    return np.array([path in native for path in fs.paths])
 
 
 def fold_rows(

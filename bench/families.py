@@ -43,6 +43,18 @@ def _in(fs: FeatureSet, families: set[str]) -> Mask:
     return np.isin(np.array(fs.families), sorted(families))
 
 
+def native_png224(bench: Path, split: str, fs: FeatureSet) -> Mask:
+    """Rows of `fs` (split `split` of `bench`) written at their native 224 px as PNG."""
+    images = json.loads((bench / MANIFEST_NAME).read_text())["images"]
+    native = {
+        i["path"].split("/", 1)[1]
+        for i in images
+        if i["split"] == split and i["side"] == 224
+        and i["format"]["container"] == "png"
+    }  # fmt: skip
+    return np.array([path in native for path in fs.paths])
+
+
 def _auc_acc(
     scores: npt.NDArray[np.float64], fake: Mask, real: Mask, thr: float
 ) -> str:
@@ -67,14 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in ("train", "cal", "test")
     )
     scored = cal if args.split == "cal" else test
-    images = json.loads((bench / MANIFEST_NAME).read_text())["images"]
-    native = {
-        i["path"].split("/", 1)[1]
-        for i in images
-        if i["split"] == args.split and i["side"] == 224
-        and i["format"]["container"] == "png"
-    }  # fmt: skip
-    png = np.array([path in native for path in scored.paths])
+    png = native_png224(bench, args.split, scored)
     fams, y = np.array(scored.families), scored.y
     print(f"split {args.split}; probe threshold at 5 % FPR on cal reals of the fit")
     print("| held out | training | AUC own reals | acc | AUC png224 vs plain | acc |")

@@ -47,6 +47,10 @@ def _poison() -> dict[str, tuple[bytes, str]]:
         "p-truncated": (inline_event("p-truncated", truncated_jpeg()), "truncated"),
         "p-zero": (inline_event("p-zero", b""), "empty"),
         "p-text": (inline_event("p-text", b"not an image at all"), "not_an_image"),
+        "p-b64": (
+            inline_event("p-b64", b"x" * 30).replace(b'"eHh4', b'"!Hh4'),
+            "bad_base64",
+        ),
         "p-oversize": (inline_event("p-oversize", b"\xff" * 300_000), "too_large"),
         "p-bomb": (inline_event("p-bomb", bomb_png()), "decompression_bomb"),
         "p-json": (b'{"image_id": "p-json", "uri": ', "bad_json"),

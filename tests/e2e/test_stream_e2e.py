@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from stream_harness import (
+    PARTITIONS,
     StreamCase,
     WorkerProcess,
     file_events,
@@ -23,6 +24,7 @@ from stream_harness import (
 from serving.triton.server import ServerOptions, TritonServer
 from stream.dev.broker import TansuBroker
 from stream.dev.testing import bomb_png, truncated_jpeg
+from stream.runners.common import ASSIGNORS
 
 RUNNERS = ("aiokafka", "faust")
 HEADS = {"knn_k1", "linear_probe", "mlp", "rine"}
@@ -205,6 +207,42 @@ async def test_e2e_triton_outage_holds_commits_then_resumes(
         assert await case.committed_total_reaches(10) == 10
         assert await _status(ready_url) == 200
         assert workers[0].terminate() == 0
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_e2e_fatal_group_error_exits_nonzero(
+    runner: str,
+    broker: TansuBroker,
+    triton: TritonServer,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    # the group's other member speaks only "range", which the worker's assignor
+    # is not: the broker refuses the worker's join (InconsistentGroupProtocol)
+    from aiokafka import AIOKafkaConsumer
+
+    case = StreamCase(broker.bootstrap, triton.grpc_url)
+    await case.create_topics()
+    member = AIOKafkaConsumer(
+        case.uploads, bootstrap_servers=broker.bootstrap, group_id=case.group,
+        partition_assignment_strategy=(ASSIGNORS["range"],),
+        session_timeout_ms=10_000, heartbeat_interval_ms=500,
+    )  # fmt: skip
+    await member.start()
+    try:
+        while len(member.assignment()) < PARTITIONS:
+            await member.getmany(timeout_ms=200)
+        workers.append(WorkerProcess(runner, case.env(), tmp_path))
+        waited = asyncio.create_task(asyncio.to_thread(workers[0].proc.wait, 120))
+        while not waited.done():
+            await member.getmany(timeout_ms=200)  # keeps the other member alive
+        assert waited.result() == 2, workers[0].log_tail()
+        if runner == "aiokafka":  # faust words the broker's error its own way
+            err = workers[0].err.read_text(errors="replace")
+            assert "InconsistentGroupProtocol" in err
+        assert await case.committed_total() == 0
+    finally:
+        await member.stop()
 
 
 async def _status(url: str) -> int:

@@ -22,9 +22,20 @@ unless said otherwise; the recipe is `serving.training.logistic.train_logreg_cv`
 - ``ufd``: the probe on ``ufd_eval`` features (centre crop, no resize);
 - ``views_avg``: the probe on ``clip_default`` and the probe on ``ufd_eval``
   features, logits averaged; ``views_rows``: one probe fitted on both views' rows,
-  scored as the mean over the two views.
+  scored as the mean over the two views; ``crop_aug``: one probe fitted on both
+  views' rows, scored on the ``clip_default`` view alone (the centre crops are
+  training-time augmentation: native-resolution pixels, no cost per request);
+- ``lda``: linear discriminant analysis with Ledoit-Wolf shrinkage on the
+  standardised features instead of the logistic probe.
 
-The ``ufd`` variants extract (and cache) ``ufd_eval`` features on first use.
+Besides F's own (resolution-matched) reals, each split is also scored in the
+acceptance set's shape (``accept``): F's native 224 px PNG fakes against the native
+224 px PNG reals of the plain-photo families (`bench.families.PLAIN_REALS`) but F;
+its accuracy is balanced (the mean of TPR and 1 − FPR at the 10 % threshold). On the
+calibration split this view may choose too.
+
+The ``ufd``, ``views`` and ``crop_aug`` variants extract (and cache) ``ufd_eval`` features
+on first use (``crop_aug``: the training split only).
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from bench.families import PLAIN_REALS, native_png224
 from serving.features import FeatureSet
 from serving.jobs import encoder_for, features_for
 from serving.scoring.views import FeatureLayout, FeatureView
@@ -63,6 +75,7 @@ class Data:
     ufd: F32 | None
     y: npt.NDArray[np.int64]
     fam: npt.NDArray[np.str_]
+    png: npt.NDArray[np.bool_]  # written at its native 224 px as PNG
 
     def rows(self, mask: npt.NDArray[np.bool_]) -> F32:
         """Rows of `mask`, both views side by side when there are two."""
@@ -92,6 +105,8 @@ class Variants:
             "ufd": self.probe(which="ufd"),
             "views_avg": self.views_avg,
             "views_rows": self.views_rows,
+            "crop_aug": self.crop_aug,
+            "lda": self.lda,
         }
 
     def half(self, x: F32, which: str) -> F32:
@@ -184,9 +199,37 @@ class Variants:
             (v.apply(h(q, "clip")) + v.apply(h(q, "ufd"))) @ r.weight / 2 + r.bias
         )
 
+    def crop_aug(self, x: F32, y: Labels, g: list[str], held: str) -> Scorer:
+        """One probe on both views' rows, scored on the clip_default view alone."""
+        v, h = self.view, self.half
+        z = np.concatenate([v.apply(h(x, "clip")), v.apply(h(x, "ufd"))])
+        r = train_logreg_cv(z, np.r_[y, y], g * 2)
+        return lambda q: np.asarray(v.apply(h(q, "clip")) @ r.weight + r.bias)
+
+    def lda(self, x: F32, y: Labels, g: list[str], held: str) -> Scorer:
+        """Shrinkage LDA (Ledoit-Wolf) on the standardised probe features."""
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        v = self.view
+        z = v.apply(self.half(x, "clip")).astype(np.float64)
+        mu, sd = z.mean(0), z.std(0) + 1e-6
+        model = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+        model.fit((z - mu) / sd, y)
+        return lambda q: np.asarray(
+            model.decision_function((v.apply(self.half(q, "clip")) - mu) / sd)
+        )
+
 
 def _tpr_at(y: npt.NDArray[np.int64], s: npt.NDArray[np.float64], fpr: float) -> float:
     return float(np.mean(s[y == 1] > np.quantile(s[y == 0], 1 - fpr)))
+
+
+def _acc(y: Labels, s: Floats, thr: float, split: str) -> float:
+    """Accuracy at `thr`, balanced in the acceptance view (it has 6-9 reals per fake)."""
+    right = (s > thr) == y
+    if split.startswith("accept"):
+        return float((right[y == 1].mean() + right[y == 0].mean()) / 2)
+    return float(right.mean())
 
 
 def run(name: str, fit: Fit, data: dict[str, Data], verbose: bool) -> None:
@@ -195,6 +238,8 @@ def run(name: str, fit: Fit, data: dict[str, Data], verbose: bool) -> None:
     rows: dict[str, list[tuple[str, float, float, float, float]]] = {
         "cal": [],
         "test": [],
+        "accept cal": [],
+        "accept test": [],
     }
     for fam in sorted(set(train.fam)):
         keep = train.fam != fam
@@ -204,12 +249,15 @@ def run(name: str, fit: Fit, data: dict[str, Data], verbose: bool) -> None:
         reals = score(cal.rows(other))[cal.y[other] == 0]
         thr10, thr5 = np.quantile(reals, 0.9), np.quantile(reals, 0.95)
         for split, into in rows.items():
-            d = data[split]
+            d = data[split.split()[-1]]
             held = d.fam == fam
+            if split.startswith("accept"):
+                plain = np.isin(d.fam, sorted(PLAIN_REALS - {fam})) & (d.y == 0)
+                held = d.png & ((held & (d.y == 1)) | plain)
             s, y = score(d.rows(held)), d.y[held]
             into.append((
-                fam, float(roc_auc_score(y, s)), float(np.mean((s > thr10) == y)),
-                float(np.mean((s > thr5) == y)), _tpr_at(y, s, 0.01),
+                fam, float(roc_auc_score(y, s)), _acc(y, s, thr10, split),
+                _acc(y, s, thr5, split), _tpr_at(y, s, 0.01),
             ))  # fmt: skip
     for split, got in rows.items():
         a = np.array([r[1:] for r in got])
@@ -240,17 +288,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     names = args.variants.split(",")
     two_views = any(n.startswith(("ufd", "views")) for n in names)
+    crop_aug = "crop_aug" in names  # the centre crops only train
     data: dict[str, Data] = {}
     layout = None
     for split in SPLITS:
         fs = _load(args.home, "clip_default", split)
-        ufd = _load(args.home, "ufd_eval", split) if two_views else None
+        crops = two_views or (crop_aug and split == "train")
+        ufd = _load(args.home, "ufd_eval", split) if crops else None
         if ufd is not None and list(ufd.paths) != list(fs.paths):
             raise SystemExit("the two views list different images")
         layout = FeatureLayout.from_dict(fs.meta.layout)
         data[split] = Data(
-            fs.x, None if ufd is None else ufd.x, fs.y, np.array(fs.families)
-        )
+            fs.x, None if ufd is None else ufd.x, fs.y, np.array(fs.families),
+            native_png224(ServingSettings(home=args.home).bench_dir, split, fs),
+        )  # fmt: skip
     if layout is None:
         raise SystemExit("no splits")
     variants = Variants(layout, data)

@@ -33,14 +33,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from bench.families import PLAIN_REALS, native_png224
+from bench.families import PLAIN_REALS, benchmark_splits, native_png224
 from serving.evaluation.results import DomainResult, evaluate_domain
 from serving.features import FeatureSet
 from serving.heads.base import Head
-from serving.jobs import demo_options, encoder_for, features_for
+from serving.jobs import demo_options
 from serving.scoring.calibration import calibrate
 from serving.scoring.fusion import FUSION
-from serving.settings import ServingSettings
 from serving.workflows import DEFAULT_HEADS, at_fpr, decision_on_scores, fit_heads
 
 Mask = npt.NDArray[np.bool_]
@@ -120,12 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("-v", action="store_true", help="also print every family's rows")
     args = p.parse_args(argv)
-    settings = ServingSettings(home=args.home)
-    encoder, bench = encoder_for(settings), settings.bench_dir
-    train, cal, test = (
-        features_for(settings, encoder, bench / s, progress=False)
-        for s in ("train", "cal", "test")
-    )
+    bench, train, cal, test = benchmark_splits(args.home)
     png = native_png224(bench, "test", test)
     plain = np.isin(np.array(test.families), sorted(PLAIN_REALS)) & (test.y == 0) & png
     everything = tuple(DEFAULT_HEADS)

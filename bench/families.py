@@ -43,6 +43,20 @@ def _in(fs: FeatureSet, families: set[str]) -> Mask:
     return np.isin(np.array(fs.families), sorted(families))
 
 
+def benchmark_splits(home: Path) -> tuple[Path, FeatureSet, FeatureSet, FeatureSet]:
+    """The benchmark directory under `home` and its train, cal and test features.
+
+    Features come from the cache (extracted on first use), as the product reads them.
+    """
+    settings = ServingSettings(home=home)
+    encoder, bench = encoder_for(settings), settings.bench_dir
+    train, cal, test = (
+        features_for(settings, encoder, bench / s, progress=False)
+        for s in ("train", "cal", "test")
+    )
+    return bench, train, cal, test
+
+
 def native_png224(bench: Path, split: str, fs: FeatureSet) -> Mask:
     """Rows of `fs` (split `split` of `bench`) written at their native 224 px as PNG."""
     images = json.loads((bench / MANIFEST_NAME).read_text())["images"]
@@ -72,12 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="cal", choices=("cal", "test"))
     args = p.parse_args(argv)
     base, extra = set(args.base.split(",")), set(args.extra.split(","))
-    settings = ServingSettings(home=args.home)
-    encoder, bench = encoder_for(settings), settings.bench_dir
-    train, cal, test = (
-        features_for(settings, encoder, bench / s, progress=False)
-        for s in ("train", "cal", "test")
-    )
+    bench, train, cal, test = benchmark_splits(args.home)
     scored = cal if args.split == "cal" else test
     png = native_png224(bench, args.split, scored)
     fams, y = np.array(scored.families), scored.y

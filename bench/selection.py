@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.jobs import encoder_for, features_for
-from serving.settings import ServingSettings
+from bench.families import benchmark_splits
 from serving.workflows import HeadOptions, leave_one_family_out
 
 
@@ -46,13 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", type=Path, default=Path(".synthguard"))
     p.add_argument("--sets", default="embeds:univfd,embeds,0-11,2-9,4-11,6-11")
     args = p.parse_args(argv)
-    settings = ServingSettings(home=args.home)
-    encoder = encoder_for(settings)
-    bench = settings.bench_dir
-    train, cal, test = (
-        features_for(settings, encoder, bench / s, progress=False)
-        for s in ("train", "cal", "test")
-    )
+    _, train, cal, test = benchmark_splits(args.home)
     print("| features | cal mean AUC | cal worst | test mean AUC | test worst | s |")
     print("|---|---|---|---|---|---|")
     for spec in args.sets.split(","):

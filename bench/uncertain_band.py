@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.jobs import demo_options, encoder_for, features_for
+from bench.families import benchmark_splits
+from serving.jobs import demo_options
 from serving.scoring.calibration import LABEL_AI, LABEL_UNCERTAIN, calibrate, decide
 from serving.scoring.fusion import FUSION
-from serving.settings import ServingSettings
 from serving.workflows import DEFAULT_HEADS, at_fpr, decision_on_scores, fit_heads
 
 OPTS = demo_options(False)  # the demo profile: what make demo trains
@@ -50,12 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fpr", type=float, default=0.1, help="the threshold's target")
     p.add_argument("-v", action="store_true", help="also print every family's rows")
     args = p.parse_args(argv)
-    settings = ServingSettings(home=args.home)
-    encoder, bench = encoder_for(settings), settings.bench_dir
-    train, cal, test = (
-        features_for(settings, encoder, bench / s, progress=False)
-        for s in ("train", "cal", "test")
-    )
+    _, train, cal, test = benchmark_splits(args.home)
     names = list(DEFAULT_HEADS) if args.decision == FUSION else [args.decision]
     band = rules(args.fpr)
     # (rule, split) -> per family: (family, uncertain share, decided accuracy)

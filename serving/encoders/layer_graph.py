@@ -130,12 +130,10 @@ def _explicit_weight_zero_point(
     import numpy as np
     from onnx import TensorProto, numpy_helper
 
-    weight = init.get(node.input[1])
-    if weight is None:
-        raise ArtifactMismatchError(
-            f"MatMulInteger input {node.input[1]!r} is not stored"
-        )
-    if weight.data_type != TensorProto.INT8 or (len(node.input) > 3 and node.input[3]):
+    weight = init.get(node.input[1])  # a weight that is not stored: the caller raises
+    if weight is None or weight.data_type != TensorProto.INT8:
+        return
+    if len(node.input) > 3 and node.input[3]:
         return
     name = f"{node.input[1]}_zero_point_u8"  # int8 0 is uint8 128
     if name not in init:

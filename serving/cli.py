@@ -82,6 +82,11 @@ def build_parser(extensions: Sequence[AddParsers] = ()) -> argparse.ArgumentPars
     p.add_argument(
         "--tiny", action="store_true", help="a few images per family (smoke test)"
     )
+    p.add_argument(
+        "--families",
+        help="comma-separated families to build (default: the 11 default families; "
+        "vdsr_x2 and resize_conv_x2 are opt-in, docs/benchmarks.md §9h)",
+    )
 
     p = sub.add_parser(
         "features", help="extract and cache CLIP features for a UFD-layout tree"

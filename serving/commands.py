@@ -68,9 +68,14 @@ def head_options(args: argparse.Namespace) -> HeadOptions:
 
 def cmd_bench_data(args: argparse.Namespace, settings: ServingSettings) -> int:
     """Build the offline benchmark."""
-    from serving.benchdata.builder import BenchConfig, build_benchmark
+    from serving.benchdata.builder import DEFAULT_FAMILIES, BenchConfig, build_benchmark
 
-    config = BenchConfig.tiny() if args.tiny else BenchConfig(seed=args.seed)
+    families = tuple(args.families.split(",")) if args.families else DEFAULT_FAMILIES
+    config = (
+        BenchConfig.tiny(families=families)
+        if args.tiny
+        else BenchConfig(seed=args.seed, families=families)
+    )
     out = args.out or settings.bench_dir
     manifest = build_benchmark(
         out,

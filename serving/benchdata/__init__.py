@@ -8,12 +8,17 @@ bicubic 2x), ``ae_tconv`` / ``ae_nnconv`` / ``ae_pixelshuffle`` / ``ae_bilinear`
 trained here, differing only in their up-sampling operator), ``ae_adversarial`` (the
 ``nnconv`` autoencoder trained against a PatchGAN critic, as latent decoders are), ``diffusion_sdedit`` (a U-Net
 denoiser trained here, sampled SDEdit-style from noised real crops), ``vae_latent``
-(a VAE trained here: decoder of a sampled latent) and ``espcn_x4`` (a sub-pixel 4x
-super-resolution net trained here vs bicubic 4x). Pairs share a format path
+(a VAE trained here: decoder of a sampled latent), ``espcn_x4`` (a sub-pixel 4x
+super-resolution net trained here vs bicubic 4x) and three 2x super-resolution nets
+trained here, each vs bicubic 2x, one per classic up-sampler: ``srgan_x2``
+(transposed convolution, GAN-trained) and, opt-in (not in ``DEFAULT_FAMILIES``),
+``vdsr_x2`` (bicubic pre-up-sampling, MSE) and ``resize_conv_x2`` (nearest-neighbour
+2x then convolution, L1). Pairs share a format path
 (``formats``); the train split is blur/JPEG-augmented (``augment``).
 """
 
 from serving.benchdata.builder import (
+    DEFAULT_FAMILIES,
     FAMILIES,
     KNOWN_CONFOUNDS,
     MANIFEST_NAME,
@@ -28,6 +33,7 @@ from serving.benchdata.photos import (
 )
 
 __all__ = [
+    "DEFAULT_FAMILIES",
     "FAMILIES",
     "KNOWN_CONFOUNDS",
     "MANIFEST_NAME",

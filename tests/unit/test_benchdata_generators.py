@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from serving.benchdata import augment, formats
+from serving.benchdata import augment, formats, sr_x2
 from serving.benchdata.diffusion import Denoiser, SdeditSchedule, sdedit, train_denoiser
 from serving.benchdata.subpixel import Espcn, downscale, train_espcn, upscale
 from serving.benchdata.vae import LatentVae, generate, train_vae
@@ -89,6 +90,30 @@ def test_espcn_upscales_4x() -> None:
     assert np.isfinite(loss)
     with pytest.raises(InvalidInputError):
         downscale(_photo_like(30))
+
+
+@pytest.mark.parametrize("design", sorted(sr_x2.DESIGNS))
+def test_sr_x2_designs_upscale_2x_train_seeded_and_record_psnr(
+    design: str, tmp_path: Path
+) -> None:
+    assert sr_x2.SrX2(design)(torch.zeros(1, 3, 12, 20)).shape == (1, 3, 24, 40)
+    patches = (_patches(8, 32), _patches(4, 32))
+
+    def fit(name: str) -> tuple[torch.nn.Module, dict[str, object]]:
+        return sr_x2.fit_and_save(design, patches, (2, 4), 7, tmp_path / name)
+
+    model, record = fit("a.safetensors")
+    _, again = fit("b.safetensors")
+    assert record["weights_sha256"] == again["weights_sha256"]
+    assert record["model_id"] == f"synthguard/{design}_x2@seed7"
+    assert {"psnr_db_heldout", "psnr_db_heldout_bicubic"} <= set(record)
+    assert not model.training
+    assert upscale(model, downscale(_photo_like(64), 2)).size == (64, 64)
+
+
+def test_sr_x2_rejects_an_unknown_design() -> None:
+    with pytest.raises(InvalidInputError, match="design"):
+        sr_x2.SrX2("lanczos")
 
 
 def test_format_mix_is_mostly_native_png_and_spans_containers() -> None:

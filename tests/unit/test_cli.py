@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from serving.cli import build_parser, main
@@ -30,3 +33,22 @@ def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exc.value.code == 0
     assert "synthguard" in capsys.readouterr().out
+
+
+def test_bench_data_builds_the_opt_in_families_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench"
+    args = ["bench-data", "--tiny", "--families", "vdsr_x2,resize_conv_x2"]
+    assert main(["--no-progress", *args, "--out", str(out)]) == 0
+    counts = json.loads(capsys.readouterr().out)["counts"]
+    assert sorted(counts["test"]) == ["resize_conv_x2", "vdsr_x2"]
+    assert {p.name for p in (out / "test").iterdir()} == {"resize_conv_x2", "vdsr_x2"}
+
+
+def test_bench_data_rejects_an_unknown_family(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = ["bench-data", "--tiny", "--families", "no_such_gan"]
+    assert main(["--no-progress", *args, "--out", str(tmp_path / "b")]) == 2
+    assert "InvalidInputError: families" in caplog.text

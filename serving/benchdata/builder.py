@@ -231,13 +231,9 @@ def _pair(
         real_half = _resize(crop(photo, side, rng), side // 2)
         fake_half = _resize(crop(photo, side, rng), side // 2)
         return _resize(real_half, side), ctx.esrgan.upscale(fake_half)
-    if isinstance(model, sp.Espcn):
-        real_low = sp.downscale(crop(photo, side, rng))
-        fake_low = sp.downscale(crop(photo, side, rng))
-        return _resize(real_low, side), sp.upscale(model, fake_low)
-    if isinstance(model, srgan.SrganX2 | sr_x2.SrX2):
-        real_low = sp.downscale(crop(photo, side, rng), sr_x2.SCALE)
-        fake_low = sp.downscale(crop(photo, side, rng), sr_x2.SCALE)
+    if isinstance(model, sp.Espcn | srgan.SrganX2 | sr_x2.SrX2):
+        real_low = sp.downscale(crop(photo, side, rng), model.scale)
+        fake_low = sp.downscale(crop(photo, side, rng), model.scale)
         return _resize(real_low, side), sp.upscale(model, fake_low)
     if model is None:
         raise InvalidInputError(f"family {family!r} has no generator loaded")

@@ -47,6 +47,8 @@ class SrX2(nn.Module):
         design: one of ``DESIGNS``.
     """
 
+    scale: Final = SCALE
+
     def __init__(self, design: str) -> None:
         super().__init__()
         if design not in DESIGNS:

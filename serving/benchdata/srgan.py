@@ -29,6 +29,8 @@ SCALE: Final = 2
 class SrganX2(nn.Module):
     """(n, 3, h, w) low-resolution in [-0.5, 0.5] -> (n, 3, 2h, 2w)."""
 
+    scale: Final = SCALE
+
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(

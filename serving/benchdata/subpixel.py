@@ -32,6 +32,8 @@ GRADIENT_LOSS_WEIGHT: Final = 10.0
 class Espcn(nn.Module):
     """(n, 3, h, w) low-resolution in [-0.5, 0.5] -> (n, 3, 4h, 4w)."""
 
+    scale: Final = SCALE
+
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(

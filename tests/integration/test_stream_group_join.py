@@ -5,6 +5,7 @@ they cannot join needs a real Triton first: `tests/e2e/test_stream_e2e.py`.)
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from worker_process import ensure_stopped, start_worker, wait_announced, worker_env
 
-from serving.local_process import free_port
 from stream.dev.broker import TansuBroker, create_topics, locate_tansu
 from stream.errors import FatalError
 from stream.runners.common import ASSIGNORS
@@ -76,11 +76,23 @@ async def test_faust_shares_a_group_with_the_aiokafka_protocol(
         ensure_stopped(proc)
 
 
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A bootstrap address that accepts connections and never answers.
+
+    A broker that is not up yet, or frozen. Not a closed port: there the faust app's
+    bootstrap fails at once and the worker exits (to be restarted), so `/healthz`
+    would race the exit instead of being asked while the broker does not answer.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as server:  # listens, never accepts
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_health_endpoint_up_before_the_broker_answers(
-    tmp_path: Path, runner: str
+    tmp_path: Path, runner: str, silent_broker: str
 ) -> None:
-    proc = start_worker(runner, worker_env(f"127.0.0.1:{free_port()}", tmp_path))
+    proc = start_worker(runner, worker_env(silent_broker, tmp_path))
     try:
         ready = wait_announced(proc, timeout_s=60)
         healthz = ready.replace("/readyz", "/healthz")

@@ -155,7 +155,8 @@ class WorkerSettings(_Group):
         infer_attempts: Pipeline attempts per batch before reporting a transient
             failure to the runner (which then pauses and retries until Triton is back).
         infer_backoff_s: First delay between those attempts (doubles, capped 2 s).
-        outage_poll_s: How often a paused runner probes Triton.
+        outage_poll_s: How often a paused runner probes Triton, and a starting
+            one the broker.
     """
 
     batch_max: int = Field(16, ge=1)

@@ -1,6 +1,8 @@
 """Adapter: the default runner, plain aiokafka.
 
-One poll loop calls ``getmany`` all the time (so the consumer stays in its group)
+The runner waits for the detector, then for the broker (`common.wait_for_model`,
+`common.wait_for_broker`), alive and not ready, before it starts its clients. One
+poll loop calls ``getmany`` all the time (so the consumer stays in its group)
 and hands each batch to a task; at most ``max_concurrent_batches`` run at once and
 partitions pause while ``max_in_flight`` events are unfinished or the detector is
 down. A task publishes every outcome, awaits the broker's acknowledgements, marks
@@ -39,6 +41,7 @@ from stream.runners.common import (
     Worker,
     build_pipeline,
     step,
+    wait_for_broker,
 )
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,11 @@ class AioKafkaRunner:
         self._stop = stop
         self._pipeline = await build_pipeline(self.worker, stop)
         if self._pipeline is None:
+            return
+        k, w = self.worker.settings.kafka, self.worker.settings.worker
+        probe = self.worker.health.broker
+        if not await wait_for_broker(probe, k.bootstrap_servers, w.outage_poll_s, stop):
+            await self._pipeline.close()
             return
         await self.producer.start()
         try:

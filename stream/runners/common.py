@@ -1,6 +1,7 @@
 """Application: what both runners share around the pipeline.
 
 - `wait_for_model`: start-up waits (readiness false) until the detector answers.
+- `wait_for_broker`: the same for the broker, before a runner starts its clients.
 - `process_until_done`: a batch either completes or the worker stops; a detector
   outage opens the circuit (readiness false, the runner pauses and stops
   committing) and the same batch is retried once the detector is back: never skipped.
@@ -38,7 +39,7 @@ from aiokafka.errors import (
 from stream.decode import DecodeLimits
 from stream.errors import FatalError, TransientError
 from stream.fetch import FetchLimits
-from stream.health import Health
+from stream.health import Health, Probe
 from stream.metrics import StreamMetrics
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.ports import Detector, ModelInfo
@@ -126,6 +127,40 @@ async def wait_for_model(worker: Worker, stop: asyncio.Event) -> ModelInfo | Non
         worker.metrics.set_model(info.versions, info.score_reference)
         return info
     return None
+
+
+async def wait_for_broker(
+    probe: Probe, bootstrap: str, poll_s: float, stop: asyncio.Event
+) -> bool:
+    """Call `probe` every `poll_s` until the broker answers; False if `stop` first.
+
+    A worker that starts before its broker (a rollout, a broker restart) waits here,
+    alive and not ready, instead of failing its clients' bootstrap and exiting into
+    a crash loop whose back-off outlasts the broker's return.
+
+    Args:
+        probe: The broker probe (`stream.readiness.BrokerRoundTrip`: a metadata
+            round trip with a deadline, so a frozen broker does not count as up).
+        bootstrap: The bootstrap servers, for the log line.
+        poll_s: Seconds between probes.
+        stop: Set when the worker stops.
+    """
+    logged = False
+    while not stop.is_set():
+        if await probe():
+            if logged:
+                logger.info("broker answers; starting the Kafka clients")
+            return True
+        if not logged:
+            logger.warning(
+                "broker %s does not answer yet; waiting (probing every %.1f s)",
+                bootstrap,
+                poll_s,
+            )
+            logged = True
+        if await _wait(stop, poll_s):
+            return False
+    return False
 
 
 async def build_pipeline(worker: Worker, stop: asyncio.Event) -> Pipeline | None:

@@ -20,7 +20,9 @@ The consumer joins with aiokafka's round-robin assignor (no tables, so
 the aiokafka runner, so the two can share a group. faust itself never surfaces a
 failed join (its fetcher does not poll without partitions): a watchdog stops the
 worker with `FatalError` (exit 2) on a fatal group error, or when no assignment has
-arrived within `join_deadline_s`. The health endpoint starts before faust does.
+arrived within `join_deadline_s`. The health endpoint starts before faust does, and
+the app starts only once the broker answers (`common.wait_for_broker`): faust's
+bootstrap would otherwise fail on a broker that is not up yet and end the worker.
 """
 
 from __future__ import annotations
@@ -210,18 +212,30 @@ class FaustRunner:
         return await topic.send(key=out.key, value=out.value, headers=out.headers)
 
     async def start_health(self) -> None:
-        """Serve ``/metrics``, ``/healthz``, ``/readyz`` and watch the group join.
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz``.
 
         Called before faust starts its app: an app task would only run once the
         consumer has joined, i.e. never when it cannot.
         """
-        self._watch = self._watch or asyncio.create_task(self._watch_group())
         m = self.settings.metrics
         if m.enabled and self._health is None:
             self._health = HealthServer(
                 self.worker.metrics.registry, self.worker.health, m.host, m.port
             )
             announce(await self._health.start())
+
+    async def wait_for_broker(self) -> None:
+        """Wait, alive and not ready, until the broker answers; then watch the join.
+
+        Called before faust starts its app, whose clients would fail their bootstrap
+        and end the worker at once on a broker that is not up yet. The join deadline
+        counts from here. A SIGTERM meanwhile cancels the wait: faust's worker
+        cancels its own start, so no stop event of ours is needed.
+        """
+        probe, poll_s = self.worker.health.broker, self.settings.worker.outage_poll_s
+        bootstrap = self.settings.kafka.bootstrap_servers
+        await common.wait_for_broker(probe, bootstrap, poll_s, asyncio.Event())
+        self._watch = self._watch or asyncio.create_task(self._watch_group())
 
     async def stop_health(self) -> None:
         """Stop the health endpoint and the watchdog."""
@@ -266,6 +280,7 @@ class _HealthFirstWorker(faust.Worker):
     async def on_first_start(self) -> None:
         await super().on_first_start()  # SIGTERM handlers first: a clean stop
         await self._runner.start_health()  # then, still before the app starts
+        await self._runner.wait_for_broker()
 
     async def on_stop(self) -> None:
         await super().on_stop()

@@ -6,7 +6,8 @@ ones to the feedback DLQ (acked), then a durable bank checkpoint, and only then 
 offset commit, so a crash at any point redelivers records the checkpoint already
 holds (skipped as stale) and never loses one it does not. An unavailable encoder is
 retried with backoff until it answers or the learner is stopped (then nothing of the
-poll is checkpointed or committed).
+poll is checkpointed or committed). A broker that does not answer at start is waited
+for (`common.wait_for_broker`), as the workers do.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from stream.records import Failure, Incoming
 from stream.runners.aiokafka_runner import incoming
 from stream.runners.clients import consumer_options
 from stream.runners.clients import producer as kafka_producer
-from stream.runners.common import pipeline_config
+from stream.runners.common import pipeline_config, wait_for_broker
 from stream.settings import LearnerSettings, StreamSettings
 from stream.triton_detector import TritonRowEncoder
 
@@ -83,6 +84,27 @@ async def serve_learner(settings: StreamSettings, stop: asyncio.Event) -> None:
         m = settings.metrics
         server = HealthServer(registry, health, m.host, m.port)
         announce(await server.start())
+    try:
+        poll_s = settings.worker.outage_poll_s
+        if await wait_for_broker(health.broker, k.bootstrap_servers, poll_s, stop):
+            await _consume(learner, consumer, producer, health, ls, stop)
+    finally:
+        await learner.fetcher.close()
+        await encoder.close()
+        await close_probe(health.broker)
+        if server is not None:
+            await server.stop()
+
+
+async def _consume(
+    learner: Learner,
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    health: Health,
+    ls: LearnerSettings,
+    stop: asyncio.Event,
+) -> None:
+    """Poll, apply, checkpoint and commit until `stop` (clients stopped after)."""
     await consumer.start()
     await producer.start()
     health.started = True
@@ -100,11 +122,6 @@ async def serve_learner(settings: StreamSettings, stop: asyncio.Event) -> None:
     finally:
         await consumer.stop()
         await producer.stop()
-        await learner.fetcher.close()
-        await encoder.close()
-        await close_probe(health.broker)
-        if server is not None:
-            await server.stop()
 
 
 async def _apply(

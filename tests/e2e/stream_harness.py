@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +169,36 @@ class WorkerProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.err.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.asynccontextmanager
+async def forwarder(listen_port: int, target_port: int) -> AsyncIterator[None]:
+    """Forward TCP connections from 127.0.0.1:`listen_port` to `target_port`.
+
+    A bootstrap address that comes up late: Kafka clients bootstrap through it, then
+    connect to the broker's advertised address (its own port), not through here.
+    """
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            tr, tw = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:
+            w.close()
+            return
+        await asyncio.gather(pipe(r, tw), pipe(tr, w))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", listen_port)
+    try:
+        yield
+    finally:
+        server.close()
 
 
 def file_events(paths: list[Path], prefix: str) -> tuple[list[bytes], dict[str, Path]]:

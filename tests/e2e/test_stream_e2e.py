@@ -17,10 +17,12 @@ from stream_harness import (
     StreamCase,
     WorkerProcess,
     file_events,
+    forwarder,
     inline_event,
     uri_event,
 )
 
+from serving.local_process import free_port
 from serving.triton.server import ServerOptions, TritonServer
 from stream.dev.broker import TansuBroker
 from stream.dev.testing import bomb_png, truncated_jpeg
@@ -243,6 +245,49 @@ async def test_e2e_fatal_group_error_exits_nonzero(
         assert await case.committed_total() == 0
     finally:
         await member.stop()
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_e2e_worker_started_before_its_broker_waits_then_serves(
+    runner: str,
+    broker: TansuBroker,
+    triton: TritonServer,
+    images_dir: Path,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    # nothing listens at the worker's bootstrap address until a forwarder to the
+    # real broker opens there (so the topics exist before anything answers)
+    case = StreamCase(broker.bootstrap, triton.grpc_url)
+    await case.create_topics()
+    events, ids = file_events(_images(images_dir, 4), "late-")
+    await case.produce(events)
+    late = free_port()
+    env = case.env(SYNTHGUARD_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{late}")
+    workers.append(WorkerProcess(runner, env, tmp_path))
+    ready_url = (await workers[0].endpoints())["ready"]
+    await asyncio.sleep(8.0)  # a bootstrap on a closed port fails within a second
+    assert workers[0].proc.poll() is None, workers[0].log_tail()
+    assert await _status(ready_url.replace("/readyz", "/healthz")) == 200
+    assert await _status(ready_url) == 503
+    async with forwarder(late, broker.port):
+        counts = await case.ids_verdicted(set(ids), 120)
+        assert set(counts) == set(ids), workers[0].log_tail()
+        assert await case.committed_total_reaches(len(ids)) == len(ids)
+        assert await _status(ready_url) == 200
+        assert workers[0].terminate() == 0
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_e2e_sigterm_while_waiting_for_the_broker_exits_cleanly(
+    runner: str, triton: TritonServer, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    case = StreamCase(f"127.0.0.1:{free_port()}", triton.grpc_url)  # nothing there
+    workers.append(WorkerProcess(runner, case.env(), tmp_path))
+    ready_url = (await workers[0].endpoints())["ready"]
+    await asyncio.sleep(5.0)
+    assert await _status(ready_url) == 503
+    assert workers[0].terminate() == 0, workers[0].log_tail()
 
 
 async def _status(url: str) -> int:

@@ -80,9 +80,8 @@ async def test_faust_shares_a_group_with_the_aiokafka_protocol(
 def silent_broker() -> Iterator[str]:
     """A bootstrap address that accepts connections and never answers.
 
-    A broker that is not up yet, or frozen. Not a closed port: there the faust app's
-    bootstrap fails at once and the worker exits (to be restarted), so `/healthz`
-    would race the exit instead of being asked while the broker does not answer.
+    A broker that is not up yet, or frozen: connections hang rather than fail. (A
+    closed port that opens later is `tests/e2e`'s, with a real Triton.)
     """
     with socket.create_server(("127.0.0.1", 0)) as server:  # listens, never accepts
         yield f"127.0.0.1:{server.getsockname()[1]}"

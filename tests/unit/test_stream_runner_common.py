@@ -19,7 +19,7 @@ from stream.errors import FatalError
 from stream.events import SourceRef
 from stream.records import Failure, Incoming
 from stream.runners.aiokafka_runner import AioKafkaRunner
-from stream.runners.common import LagGauge, OutRecord, publish
+from stream.runners.common import LagGauge, OutRecord, publish, wait_for_broker
 from stream.runners.faust_runner import FaustRunner, app_settings
 from stream.settings import StreamSettings
 
@@ -151,3 +151,28 @@ def test_faust_app_builds_its_consumer_with_the_static_member_id() -> None:
         import shutil
 
         shutil.rmtree(runner.datadir, ignore_errors=True)
+
+
+async def test_wait_for_broker_probes_until_the_broker_answers() -> None:
+    answers = [False, False, True]
+
+    async def probe() -> bool:
+        return answers.pop(0)
+
+    up = await wait_for_broker(probe, "127.0.0.1:1", 0.001, asyncio.Event())
+    assert up
+    assert answers == []  # asked three times, and not once more
+
+
+async def test_wait_for_broker_gives_up_when_stopped_meanwhile() -> None:
+    stop, calls = asyncio.Event(), []
+
+    async def probe() -> bool:
+        calls.append(1)
+        stop.set()  # e.g. SIGTERM while the broker is still away
+        return False
+
+    # it must return at once, not after sleeping out its 60 s poll
+    waited = wait_for_broker(probe, "127.0.0.1:1", 60.0, stop)
+    assert not await asyncio.wait_for(waited, 5.0)
+    assert calls == [1]

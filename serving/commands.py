@@ -70,7 +70,8 @@ def cmd_bench_data(args: argparse.Namespace, settings: ServingSettings) -> int:
     """Build the offline benchmark."""
     from serving.benchdata.builder import DEFAULT_FAMILIES, BenchConfig, build_benchmark
 
-    families = tuple(args.families.split(",")) if args.families else DEFAULT_FAMILIES
+    named = [f.strip() for f in (args.families or "").split(",") if f.strip()]
+    families = tuple(named) or DEFAULT_FAMILIES
     config = (
         BenchConfig.tiny(families=families)
         if args.tiny

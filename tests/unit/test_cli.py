@@ -39,7 +39,8 @@ def test_bench_data_builds_the_opt_in_families_asked_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "bench"
-    args = ["bench-data", "--tiny", "--families", "vdsr_x2,resize_conv_x2"]
+    # Spaces and a trailing comma, as a shell user types a list, name the same two.
+    args = ["bench-data", "--tiny", "--families", "vdsr_x2, resize_conv_x2,"]
     assert main(["--no-progress", *args, "--out", str(out)]) == 0
     counts = json.loads(capsys.readouterr().out)["counts"]
     assert sorted(counts["test"]) == ["resize_conv_x2", "vdsr_x2"]

@@ -26,7 +26,10 @@ unless said otherwise; the recipe is `serving.training.logistic.train_logreg_cv`
   views' rows, scored on the ``clip_default`` view alone (the centre crops are
   training-time augmentation: native-resolution pixels, no cost per request);
 - ``lda``: linear discriminant analysis with Ledoit-Wolf shrinkage on the
-  standardised features instead of the logistic probe.
+  standardised features instead of the logistic probe;
+- ``wide_c``: the shipped recipe with its C grid widened tenfold at both ends;
+  ``worst_c``: the shipped folds and grid, C chosen by the worst held-out
+  *family's* AUC instead of the mean over folds (aimed at the worst-family bar).
 
 Besides F's own (resolution-matched) reals, each split is also scored in the
 acceptance set's shape (``accept``): F's native 224 px PNG fakes against the native
@@ -57,7 +60,7 @@ from serving.features import FeatureSet
 from serving.jobs import encoder_for, features_for
 from serving.scoring.views import FeatureLayout, FeatureView
 from serving.settings import ServingSettings
-from serving.training.logistic import train_logreg_cv
+from serving.training.logistic import LogRegConfig, train_logreg_cv
 
 F32 = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
@@ -107,6 +110,8 @@ class Variants:
             "views_rows": self.views_rows,
             "crop_aug": self.crop_aug,
             "lda": self.lda,
+            "wide_c": self.wide_c,
+            "worst_c": self.worst_c,
         }
 
     def half(self, x: F32, which: str) -> F32:
@@ -205,6 +210,45 @@ class Variants:
         z = np.concatenate([v.apply(h(x, "clip")), v.apply(h(x, "ufd"))])
         r = train_logreg_cv(z, np.r_[y, y], g * 2)
         return lambda q: np.asarray(v.apply(h(q, "clip")) @ r.weight + r.bias)
+
+    def wide_c(self, x: F32, y: Labels, g: list[str], held: str) -> Scorer:
+        """The shipped recipe, its C grid 10x wider at both ends."""
+        grid = (0.0003, 0.001, *LogRegConfig().c_grid, 3.0, 10.0)
+        z = self.view.apply(self.half(x, "clip"))
+        r = train_logreg_cv(z, y, g, LogRegConfig(c_grid=grid))
+        print(f"    wide_c held {held}: C={r.summary.c:g}", flush=True)
+        return lambda q: np.asarray(
+            self.view.apply(self.half(q, "clip")) @ r.weight + r.bias
+        )
+
+    def worst_c(self, x: F32, y: Labels, g: list[str], held: str) -> Scorer:
+        """C by the worst held-out family's AUC over the shipped folds and grid."""
+        cfg = LogRegConfig()
+        z = self.view.apply(self.half(x, "clip")).astype(np.float64)
+        zs = (z - z.mean(0)) / np.maximum(z.std(0), 1e-6)
+        fam = np.asarray(g)
+        names = sorted(set(g))
+        parts = [names[i :: cfg.folds] for i in range(min(cfg.folds, len(names)))]
+        worst: list[float] = []
+        for c in cfg.c_grid:
+            aucs = []
+            for part in parts:
+                out = np.isin(fam, part)
+                lr = LogisticRegression(
+                    C=c * 64.0 / z.shape[1], class_weight="balanced",
+                    max_iter=cfg.max_iter, tol=1e-4,
+                ).fit(zs[~out], y[~out])  # fmt: skip
+                for f in part:
+                    m = fam == f
+                    aucs.append(roc_auc_score(y[m], lr.decision_function(zs[m])))
+            worst.append(min(aucs))
+        best = cfg.c_grid[int(np.argmax(worst))]
+        shown = " ".join(f"{w:.3f}" for w in worst)
+        print(f"    worst_c held {held}: C={best:g} (worst family per C: {shown})")
+        r = train_logreg_cv(z.astype(np.float32), y, g, LogRegConfig(c_grid=(best,)))
+        return lambda q: np.asarray(
+            self.view.apply(self.half(q, "clip")) @ r.weight + r.bias
+        )
 
     def lda(self, x: F32, y: Labels, g: list[str], held: str) -> Scorer:
         """Shrinkage LDA (Ledoit-Wolf) on the standardised probe features."""

@@ -69,12 +69,13 @@ def native_png224(bench: Path, split: str, fs: FeatureSet) -> Mask:
     return np.array([path in native for path in fs.paths])
 
 
-def _auc_acc(
+def auc_acc(
     scores: npt.NDArray[np.float64], fake: Mask, real: Mask, thr: float
-) -> str:
+) -> tuple[float, float]:
+    """AUC of `fake` against `real` rows, and their accuracy at ``score >= thr``."""
     y = np.r_[np.ones(fake.sum()), np.zeros(real.sum())]
     s = np.r_[scores[fake], scores[real]]
-    return f"{roc_auc_score(y, s):.3f} | {np.mean((s >= thr) == y):.3f}"
+    return float(roc_auc_score(y, s)), float(np.mean((s >= thr) == y))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             thr = float(np.quantile(cal_scores[fold_cal.y == 0], 0.95))
             s = head.score(scored.x).astype(np.float64)
             fake = (fams == fam) & (y == 1)
-            own = _auc_acc(s, fake, (fams == fam) & (y == 0), thr)
+            own = auc_acc(s, fake, (fams == fam) & (y == 0), thr)
             plain = _in(scored, PLAIN_REALS - {fam}) & (y == 0) & png
-            shaped = _auc_acc(s, fake & png, plain, thr)
-            print(f"| {fam} | {name} | {own} | {shaped} |", flush=True)
-            cells = [float(v) for v in f"{own} | {shaped}".split(" | ")]
+            cells = [*own, *auc_acc(s, fake & png, plain, thr)]
+            shown = " | ".join(f"{v:.3f}" for v in cells)
+            print(f"| {fam} | {name} | {shown} |", flush=True)
             sums.setdefault(name, []).append(cells)
     for name, rows in sums.items():
         a = np.array(rows)

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import roc_auc_score
 
-from bench.families import PLAIN_REALS, benchmark_splits, native_png224
+from bench.families import PLAIN_REALS, auc_acc, benchmark_splits, native_png224
 from serving.features import FeatureSet
 from serving.workflows import HeadOptions, fit_heads
 
@@ -40,14 +39,6 @@ def stratified_fraction(fs: FeatureSet, fraction: float, seed: int) -> Mask:
             n = max(1, round(fraction * len(idx)))
             keep[rng.choice(idx, size=n, replace=False)] = True
     return keep
-
-
-def _auc_acc(
-    s: npt.NDArray[np.float64], fake: Mask, real: Mask, thr: float
-) -> tuple[float, float]:
-    y = np.r_[np.ones(fake.sum()), np.zeros(real.sum())]
-    v = np.r_[s[fake], s[real]]
-    return float(roc_auc_score(y, v)), float(np.mean((v >= thr) == y))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             thr = float(np.quantile(head.score(fold_cal.x)[fold_cal.y == 0], 0.9))
             s = head.score(scored.x).astype(np.float64)
             fake = (fams == fam) & (y == 1)
-            own = _auc_acc(s, fake, (fams == fam) & (y == 0), thr)
+            own = auc_acc(s, fake, (fams == fam) & (y == 0), thr)
             plain = np.isin(fams, sorted(PLAIN_REALS - {fam})) & (y == 0) & png
-            shaped = _auc_acc(s, fake & png, plain, thr)
+            shaped = auc_acc(s, fake & png, plain, thr)
             rows.append((*own, *shaped))
         a = np.array(rows)
         w, wa = int(a[:, 0].argmin()), int(a[:, 2].argmin())

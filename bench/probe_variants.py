@@ -60,7 +60,7 @@ from serving.features import FeatureSet
 from serving.jobs import encoder_for, features_for
 from serving.scoring.views import FeatureLayout, FeatureView
 from serving.settings import ServingSettings
-from serving.training.logistic import LogRegConfig, train_logreg_cv
+from serving.training.logistic import LogRegConfig, _fit, _folds, train_logreg_cv
 
 F32 = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
@@ -227,18 +227,13 @@ class Variants:
         z = self.view.apply(self.half(x, "clip")).astype(np.float64)
         zs = (z - z.mean(0)) / np.maximum(z.std(0), 1e-6)
         fam = np.asarray(g)
-        names = sorted(set(g))
-        parts = [names[i :: cfg.folds] for i in range(min(cfg.folds, len(names)))]
+        _, masks = _folds(y, g, cfg)  # the shipped round-robin family folds
         worst: list[float] = []
         for c in cfg.c_grid:
             aucs = []
-            for part in parts:
-                out = np.isin(fam, part)
-                lr = LogisticRegression(
-                    C=c * 64.0 / z.shape[1], class_weight="balanced",
-                    max_iter=cfg.max_iter, tol=1e-4,
-                ).fit(zs[~out], y[~out])  # fmt: skip
-                for f in part:
+            for out in masks:
+                lr = _fit(zs[~out], y[~out], c * 64.0 / z.shape[1], cfg)
+                for f in sorted(set(fam[out])):
                     m = fam == f
                     aucs.append(roc_auc_score(y[m], lr.decision_function(zs[m])))
             worst.append(min(aucs))

@@ -1,0 +1,160 @@
+"""Benchmark: do the intermediate blocks' patch-token means beat their CLS tokens?
+
+RINE reads each block's CLS token. Super-resolution and up-sampling traces are local,
+so the mean of a block's 196 patch tokens may carry them better. This derives, from
+the product's graph (`serving.encoders.onnx_clip.derived_model`), a second graph
+whose ``cls_tokens`` output holds each block's patch-token mean instead (same
+``ln_2`` tensor, same shape), extracts the benchmark's features with it (cached like
+the product's, under the graph's own identity), and compares leave one family out,
+with the product's probe (`serving.workflows.fit_heads`, default `HeadOptions`):
+
+- ``cls``: the shipped features (CLS tokens of blocks 6-11);
+- ``patch``: patch-token means of the same blocks, same probe;
+- ``cls+patch``: the two probes' standardised logits averaged (scaled on the fold's
+  calibration reals).
+
+Threshold at 10 % FPR on the fold's calibration reals; columns as `bench.families`
+(own reals, and the acceptance-shaped native PNG 224 view).
+
+    python -m bench.patch_tokens --home .synthguard                  # split cal
+    python -m bench.patch_tokens --home .synthguard --split test     # information
+
+Selection reads the calibration split; the test split is for information only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.families import PLAIN_REALS, auc_acc, benchmark_splits, native_png224
+from serving.encoders.layer_graph import CLS_OUTPUT
+from serving.encoders.onnx_clip import (
+    OnnxClipEncoder,
+    default_cache_dir,
+    derived_model,
+)
+from serving.features import FeatureSet
+from serving.jobs import features_for
+from serving.settings import ServingSettings
+from serving.workflows import HeadOptions, fit_heads
+
+Scores = npt.NDArray[np.float64]
+
+
+def patch_mean_graph(source: Path, target: Path) -> Path:
+    """Write `source` with ``cls_tokens`` replaced by per-block patch-token means."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    if target.is_file():
+        return target
+    model = onnx.load(str(source))
+    graph = model.graph
+    concat = next(n for n in graph.node if n.name == CLS_OUTPUT)
+    # each Concat input is Unsqueeze(Gather(tokens, 0)); tokens is the block tensor
+    by_out = {o: n for n in graph.node for o in n.output}
+    tokens = [by_out[by_out[u].input[0]].input[0] for u in concat.input]
+    graph.initializer.extend(
+        [
+            helper.make_tensor("pm_start", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("pm_end", TensorProto.INT64, [1], [1 << 30]),
+            helper.make_tensor("pm_axis", TensorProto.INT64, [1], [1]),
+        ]
+    )
+    means = []
+    for i, t in enumerate(tokens):
+        sl, mean = f"pm_slice_{i}", f"pm_mean_{i}"
+        graph.node.append(
+            helper.make_node("Slice", [t, "pm_start", "pm_end", "pm_axis"], [sl])
+        )
+        graph.node.append(
+            helper.make_node("ReduceMean", [sl], [mean], axes=[1], keepdims=1)
+        )
+        means.append(mean)
+    concat.output[0] = "pm_cls_unused"
+    out = next(o for o in graph.output if o.name == CLS_OUTPUT)
+    graph.output.remove(out)
+    graph.node.append(helper.make_node("Concat", means, [CLS_OUTPUT], axis=1))
+    graph.output.append(
+        helper.make_tensor_value_info(
+            CLS_OUTPUT, TensorProto.FLOAT, ["batch", len(means), "width"]
+        )
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def _fold_scores(
+    train: FeatureSet, cal: FeatureSet, scored: FeatureSet, fam: str
+) -> tuple[Scores, Scores]:
+    """The probe fitted on train∖F: (cal∖F reals' scores, `scored`'s scores)."""
+    fold = train.select(np.array(train.families) != fam)
+    head = fit_heads(fold, ["linear_probe"], HeadOptions())["linear_probe"]
+    keep = (np.array(cal.families) != fam) & (cal.y == 0)
+    cal_reals = head.score(cal.x[keep]).astype(np.float64)
+    return cal_reals, head.score(scored.x).astype(np.float64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print, per held-out family, the three variants' AUC and accuracy."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--home", type=Path, default=Path(".synthguard"))
+    p.add_argument("--split", default="cal", choices=("cal", "test"))
+    args = p.parse_args(argv)
+    bench, train, cal, test = benchmark_splits(args.home)
+    source = derived_model(default_cache_dir())
+    graph = patch_mean_graph(source, source.with_name("patchmean-" + source.name))
+    encoder = OnnxClipEncoder(model_path=graph)
+    settings = ServingSettings(home=args.home)
+    ptrain, pcal, ptest = (
+        features_for(settings, encoder, bench / s) for s in ("train", "cal", "test")
+    )
+    for ours, theirs in ((train, ptrain), (cal, pcal), (test, ptest)):
+        if ours.paths != theirs.paths:
+            raise SystemExit("feature rows out of order")
+    scored, pscored = (cal, pcal) if args.split == "cal" else (test, ptest)
+    png = native_png224(bench, args.split, scored)
+    fams, y = np.array(scored.families), scored.y
+    rows: dict[str, list[tuple[float, ...]]] = {}
+    print(f"split {args.split}; probe threshold at 10 % FPR on the fold's cal reals")
+    print("| held out | variant | AUC own reals | acc | accept AUC | accept acc |")
+    print("|---|---|---|---|---|---|")
+    for fam in sorted(set(train.families)):
+        c_cal, c_s = _fold_scores(train, cal, scored, fam)
+        p_cal, p_s = _fold_scores(ptrain, pcal, pscored, fam)
+        z = [(s - r.mean()) / r.std() for r, s in ((c_cal, c_s), (p_cal, p_s))]
+        zc = [(r - r.mean()) / r.std() for r in (c_cal, p_cal)]
+        variants = {
+            "cls": (c_cal, c_s),
+            "patch": (p_cal, p_s),
+            "cls+patch": ((zc[0] + zc[1]) / 2, (z[0] + z[1]) / 2),
+        }
+        fake = (fams == fam) & (y == 1)
+        plain = np.isin(fams, sorted(PLAIN_REALS - {fam})) & (y == 0) & png
+        for name, (r, s) in variants.items():
+            thr = float(np.quantile(r, 0.9))
+            own = auc_acc(s, fake, (fams == fam) & (y == 0), thr)
+            shaped = auc_acc(s, fake & png, plain, thr)
+            rows.setdefault(name, []).append((*own, *shaped))
+            print(
+                f"| {fam} | {name} | {own[0]:.3f} | {own[1]:.3f} | {shaped[0]:.3f} "
+                f"| {shaped[1]:.3f} |",
+                flush=True,
+            )
+    for name, vals in rows.items():
+        a = np.array(vals)
+        print(
+            f"| **mean** | {name} | {a[:, 0].mean():.4f} (worst {a[:, 0].min():.3f}) "
+            f"| {a[:, 1].mean():.3f} | {a[:, 2].mean():.4f} (worst {a[:, 2].min():.3f})"
+            f" | {a[:, 3].mean():.3f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -78,6 +78,22 @@ def auc_acc(
     return float(roc_auc_score(y, s)), float(np.mean((s >= thr) == y))
 
 
+def held_out_cells(
+    scores: npt.NDArray[np.float64],
+    fams: npt.NDArray[np.str_],
+    y: npt.NDArray[np.int64],
+    png: Mask,
+    fam: str,
+    thr: float,
+) -> tuple[float, float, float, float]:
+    """Held-out `fam`'s AUC and accuracy at `thr`: against its own reals, then in the
+    acceptance set's shape (its native PNG 224 fakes against plain PNG 224 reals)."""
+    fake = (fams == fam) & (y == 1)
+    plain = np.isin(fams, sorted(PLAIN_REALS - {fam})) & (y == 0) & png
+    own = auc_acc(scores, fake, (fams == fam) & (y == 0), thr)
+    return (*own, *auc_acc(scores, fake & png, plain, thr))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print, per held-out family, the probe without and with the extra families."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             cal_scores = head.score(fold_cal.x)
             thr = float(np.quantile(cal_scores[fold_cal.y == 0], 0.95))
             s = head.score(scored.x).astype(np.float64)
-            fake = (fams == fam) & (y == 1)
-            own = auc_acc(s, fake, (fams == fam) & (y == 0), thr)
-            plain = _in(scored, PLAIN_REALS - {fam}) & (y == 0) & png
-            cells = [*own, *auc_acc(s, fake & png, plain, thr)]
+            cells = list(held_out_cells(s, fams, y, png, fam, thr))
             shown = " | ".join(f"{v:.3f}" for v in cells)
             print(f"| {fam} | {name} | {shown} |", flush=True)
             sums.setdefault(name, []).append(cells)

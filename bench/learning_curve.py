@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from bench.families import PLAIN_REALS, auc_acc, benchmark_splits, native_png224
+from bench.families import benchmark_splits, held_out_cells, native_png224
 from serving.features import FeatureSet
 from serving.workflows import HeadOptions, fit_heads
 
@@ -68,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             fold_cal = cal.select(cal_fams != fam)
             thr = float(np.quantile(head.score(fold_cal.x)[fold_cal.y == 0], 0.9))
             s = head.score(scored.x).astype(np.float64)
-            fake = (fams == fam) & (y == 1)
-            own = auc_acc(s, fake, (fams == fam) & (y == 0), thr)
-            plain = np.isin(fams, sorted(PLAIN_REALS - {fam})) & (y == 0) & png
-            shaped = auc_acc(s, fake & png, plain, thr)
-            rows.append((*own, *shaped))
+            rows.append(held_out_cells(s, fams, y, png, fam, thr))
         a = np.array(rows)
         w, wa = int(a[:, 0].argmin()), int(a[:, 2].argmin())
         pairs = int(keep[(tr_fams == families[0]) & (train.y == 1)].sum())

@@ -5,7 +5,9 @@ the kernel's handshake. The probe sends a Metadata request on its own admin clie
 and counts the broker as up only when the answer comes within ``timeout_s``. A
 success is reused for ``fresh_s``, so ``/readyz`` and ``/metrics`` scrapes add at most
 one request per ``fresh_s``; readiness therefore reflects the broker's state within
-``fresh_s + timeout_s``.
+``fresh_s + timeout_s``. Only changes of state are logged (the first failure as a
+warning, the recovery as info; repeated failures at debug), because probes run on
+every scrape and every outage poll.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class BrokerRoundTrip:
         self.kafka, self.timeout_s, self.fresh_s = kafka, timeout_s, fresh_s
         self._admin: AIOKafkaAdminClient | None = None
         self._ok_at: float | None = None
+        self._failing = False
 
     async def __call__(self) -> bool:
         """Whether the broker answered a metadata request recently."""
@@ -47,11 +50,14 @@ class BrokerRoundTrip:
         try:
             await asyncio.wait_for(self._round_trip(), self.timeout_s)
         except (TimeoutError, KafkaError, OSError) as exc:
-            logger.info("broker round trip failed: %r", exc)
-            self._ok_at = None
+            log = logger.debug if self._failing else logger.warning
+            log("broker round trip failed: %r", exc)
+            self._ok_at, self._failing = None, True
             await self.close()
             return False
-        self._ok_at = time.monotonic()
+        if self._failing:
+            logger.info("broker round trip succeeds again")
+        self._ok_at, self._failing = time.monotonic(), False
         return True
 
     async def _round_trip(self) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -41,3 +42,27 @@ async def test_broker_probe_reuses_a_recent_success() -> None:
     assert await probe()
     assert await probe()
     assert calls == [1]
+
+
+async def test_broker_probe_logs_changes_of_state_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    probe = BrokerRoundTrip(KafkaSettings(), fresh_s=0)
+    answers = iter([False, False, False, True, True, False])
+
+    async def round_trip() -> None:
+        if not next(answers):
+            raise OSError("connection refused")
+
+    probe._round_trip = round_trip  # type: ignore[method-assign]
+    with caplog.at_level(logging.DEBUG, logger="stream.readiness"):
+        seen = [await probe() for _ in range(6)]
+    assert seen == [False, False, False, True, True, False]
+    levels = [(r.levelname, r.getMessage()[:22]) for r in caplog.records]
+    assert levels == [
+        ("WARNING", "broker round trip fail"),
+        ("DEBUG", "broker round trip fail"),
+        ("DEBUG", "broker round trip fail"),
+        ("INFO", "broker round trip succ"),
+        ("WARNING", "broker round trip fail"),
+    ]

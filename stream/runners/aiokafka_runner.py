@@ -1,7 +1,9 @@
 """Adapter: the default runner, plain aiokafka.
 
 The runner waits for the detector, then for the broker (`common.wait_for_model`,
-`common.wait_for_broker`), alive and not ready, before it starts its clients. One
+`common.wait_for_broker`), alive and not ready, before it starts its clients
+(`common.start_clients`: fresh ones and another wait when the broker goes away
+between its answer and their start). One
 poll loop calls ``getmany`` all the time (so the consumer stays in its group)
 and hands each batch to a task; at most ``max_concurrent_batches`` run at once and
 partitions pause while ``max_in_flight`` events are unfinished or the detector is
@@ -21,6 +23,7 @@ from typing import Any
 
 from aiokafka import (
     AIOKafkaConsumer,
+    AIOKafkaProducer,
     ConsumerRebalanceListener,
     TopicPartition,
 )
@@ -40,8 +43,8 @@ from stream.runners.common import (
     OutRecord,
     Worker,
     build_pipeline,
+    start_clients,
     step,
-    wait_for_broker,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,15 +79,8 @@ class AioKafkaRunner:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        k, w = worker.settings.kafka, worker.settings.worker
-        self.consumer = AIOKafkaConsumer(
-            **consumer_options(k, k.group_id),
-            max_poll_records=w.batch_max,
-            rebalance_timeout_ms=k.rebalance_timeout_ms,
-            group_instance_id=k.group_instance_id,
-            partition_assignment_strategy=(ASSIGNORS[k.partition_assignor],),
-        )
-        self.producer = kafka_producer(k)
+        self.consumer, self.producer = self._clients()
+        w = worker.settings.worker
         self.tracker: OffsetTracker[Any] = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(w.max_concurrent_batches)
@@ -101,20 +97,31 @@ class AioKafkaRunner:
         Raises:
             FatalError: a batch task failed unexpectedly (after a drain and a commit
                 of what was delivered; the process should exit and be restarted),
-                or the group cannot be joined (`FATAL_GROUP_ERRORS`).
+                the group cannot be joined (`FATAL_GROUP_ERRORS`), or the broker
+                refuses the clients for good (`common.start_clients`).
         """
         self._stop = stop
         self._pipeline = await build_pipeline(self.worker, stop)
         if self._pipeline is None:
             return
         k, w = self.worker.settings.kafka, self.worker.settings.worker
-        probe = self.worker.health.broker
-        if not await wait_for_broker(probe, k.bootstrap_servers, w.outage_poll_s, stop):
-            await self._pipeline.close()
-            return
-        await self.producer.start()
+        started = None
         try:
-            await self.consumer.start()
+            started = await start_clients(
+                (self.consumer, self.producer),
+                self._clients,
+                self.worker.health.broker,
+                k.bootstrap_servers,
+                w.outage_poll_s,
+                stop,
+            )
+        finally:
+            if started is None:
+                await self._pipeline.close()
+        if started is None:
+            return
+        self.consumer, self.producer = started
+        try:
             topic = self.worker.settings.kafka.uploads_topic
             self.consumer.subscribe([topic], listener=_Listener(self))
             try:
@@ -132,6 +139,17 @@ class AioKafkaRunner:
             await self._pipeline.close()
         if self._failure is not None:
             raise FatalError(f"batch task failed: {self._failure!r}") from self._failure
+
+    def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        k, w = self.worker.settings.kafka, self.worker.settings.worker
+        consumer = AIOKafkaConsumer(
+            **consumer_options(k, k.group_id),
+            max_poll_records=w.batch_max,
+            rebalance_timeout_ms=k.rebalance_timeout_ms,
+            group_instance_id=k.group_instance_id,
+            partition_assignment_strategy=(ASSIGNORS[k.partition_assignor],),
+        )
+        return consumer, kafka_producer(k)
 
     async def _poll(self, stop: asyncio.Event) -> None:
         w = self.worker.settings.worker

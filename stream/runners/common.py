@@ -2,6 +2,8 @@
 
 - `wait_for_model`: start-up waits (readiness false) until the detector answers.
 - `wait_for_broker`: the same for the broker, before a runner starts its clients.
+- `start_clients`: start the Kafka clients once the broker answers, with fresh
+  clients and another wait when it goes away between the answer and the start.
 - `process_until_done`: a batch either completes or the worker stops; a detector
   outage opens the circuit (readiness false, the runner pauses and stops
   committing) and the same batch is retried once the detector is back: never skipped.
@@ -19,11 +21,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -103,7 +106,7 @@ def pipeline_config(settings: StreamSettings) -> PipelineConfig:
     )
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep up to `seconds`; True when `stop` was set meanwhile."""
     try:
         await asyncio.wait_for(stop.wait(), seconds)
@@ -120,7 +123,7 @@ async def wait_for_model(worker: Worker, stop: asyncio.Event) -> ModelInfo | Non
         except TransientError as exc:
             worker.metrics.triton_up.set(0)
             logger.warning("detector not available yet: %s", exc)
-            if await _wait(stop, worker.settings.worker.outage_poll_s):
+            if await wait_or_stop(stop, worker.settings.worker.outage_poll_s):
                 return None
             continue
         worker.metrics.triton_up.set(1)
@@ -158,9 +161,69 @@ async def wait_for_broker(
                 poll_s,
             )
             logged = True
-        if await _wait(stop, poll_s):
+        if await wait_or_stop(stop, poll_s):
             return False
     return False
+
+
+class Client(Protocol):
+    """What `start_clients` needs of a Kafka client (aiokafka's producer, consumer)."""
+
+    async def start(self) -> None: ...  # noqa: D102 - aiokafka's
+    async def stop(self) -> None: ...  # noqa: D102 - aiokafka's
+
+
+C = TypeVar("C", bound=tuple[Client, ...])
+
+
+async def start_clients(
+    clients: C,
+    rebuild: Callable[[], C],
+    probe: Probe,
+    bootstrap: str,
+    poll_s: float,
+    stop: asyncio.Event,
+) -> C | None:
+    """Start `clients` in order once the broker answers; None if `stop` came first.
+
+    The broker can go away between the probe's answer and the clients' bootstrap
+    (aiokafka fails it within a second). An outage here stops all of them (a
+    consumer that did start would keep its coordinator running) and, since an
+    aiokafka consumer that started once cannot start again after its stop, builds
+    fresh ones and waits for the broker again instead of ending the process.
+
+    Args:
+        clients: The clients to start first.
+        rebuild: Fresh clients, configured as `clients`, for the next try.
+        probe: The broker probe (see `wait_for_broker`).
+        bootstrap: The bootstrap servers, for the log lines.
+        poll_s: Seconds between tries.
+        stop: Set when the process stops.
+
+    Returns:
+        The started clients (fresh ones after a failed try).
+
+    Raises:
+        FatalError: the broker refused for good (not `KafkaError.retriable`:
+            authentication, authorisation); retrying would never end.
+    """
+    while await wait_for_broker(probe, bootstrap, poll_s, stop):
+        try:
+            for client in clients:
+                await client.start()
+        except KafkaError as exc:
+            for client in clients:
+                with contextlib.suppress(Exception):  # half started: stop what is
+                    await client.stop()
+            if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
+                raise FatalError(f"Kafka clients refused: {exc!r}") from exc
+            logger.warning("Kafka clients did not start on %s (%r)", bootstrap, exc)
+            clients = rebuild()
+            if await wait_or_stop(stop, poll_s):
+                return None
+        else:
+            return clients
+    return None
 
 
 async def build_pipeline(worker: Worker, stop: asyncio.Event) -> Pipeline | None:
@@ -205,7 +268,7 @@ async def process_until_done(
 
 async def _until_ready(worker: Worker, stop: asyncio.Event) -> bool:
     poll_s = worker.settings.worker.outage_poll_s
-    while not await _wait(stop, poll_s):
+    while not await wait_or_stop(stop, poll_s):
         if await worker.detector.ready():
             return True
     return False

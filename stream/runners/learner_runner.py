@@ -7,7 +7,7 @@ offset commit, so a crash at any point redelivers records the checkpoint already
 holds (skipped as stale) and never loses one it does not. An unavailable encoder is
 retried with backoff until it answers or the learner is stopped (then nothing of the
 poll is checkpointed or committed). A broker that does not answer at start is waited
-for (`common.wait_for_broker`), as the workers do.
+for (`common.start_clients`), as the workers do.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from stream.records import Failure, Incoming
 from stream.runners.aiokafka_runner import incoming
 from stream.runners.clients import consumer_options
 from stream.runners.clients import producer as kafka_producer
-from stream.runners.common import pipeline_config, wait_for_broker
+from stream.runners.common import pipeline_config, start_clients
 from stream.settings import LearnerSettings, StreamSettings
 from stream.triton_detector import TritonRowEncoder
 
@@ -76,8 +76,11 @@ async def serve_learner(settings: StreamSettings, stop: asyncio.Event) -> None:
     k, ls = settings.kafka, settings.learner
     registry = CollectorRegistry()
     learner, encoder = build_learner(settings, registry)
-    consumer = AIOKafkaConsumer(ls.feedback_topic, **consumer_options(k, ls.group_id))
-    producer = kafka_producer(k)
+
+    def clients() -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        opts = consumer_options(k, ls.group_id)
+        return AIOKafkaConsumer(ls.feedback_topic, **opts), kafka_producer(k)
+
     health = Health(broker=BrokerRoundTrip(k), detector=encoder.ready)
     server = None
     if settings.metrics.enabled:
@@ -86,8 +89,11 @@ async def serve_learner(settings: StreamSettings, stop: asyncio.Event) -> None:
         announce(await server.start())
     try:
         poll_s = settings.worker.outage_poll_s
-        if await wait_for_broker(health.broker, k.bootstrap_servers, poll_s, stop):
-            await _consume(learner, consumer, producer, health, ls, stop)
+        started = await start_clients(
+            clients(), clients, health.broker, k.bootstrap_servers, poll_s, stop
+        )
+        if started is not None:
+            await _consume(learner, *started, health, ls, stop)
     finally:
         await learner.fetcher.close()
         await encoder.close()
@@ -104,9 +110,7 @@ async def _consume(
     ls: LearnerSettings,
     stop: asyncio.Event,
 ) -> None:
-    """Poll, apply, checkpoint and commit until `stop` (clients stopped after)."""
-    await consumer.start()
-    await producer.start()
+    """Poll, apply, checkpoint and commit until `stop` (started clients, stopped after)."""
     health.started = True
     try:
         while not stop.is_set():

@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream.app import make_worker
 from stream.dev.broker import TansuBroker, create_topics, locate_tansu
 from stream.dev.produce import producer
 from stream.errors import FatalError
 from stream.readiness import close_probe
+from stream.runners.clients import producer as kafka_producer
+from stream.runners.common import start_clients
 from stream.settings import StreamSettings
 
 
@@ -104,3 +106,63 @@ async def test_worker_readiness_sees_a_frozen_broker_within_bounded_time() -> No
             os.kill(b.pid, signal.SIGCONT)
         await close_probe(broker_up)
         b.stop()
+
+
+async def test_start_clients_rebuilds_them_when_the_broker_goes_between_probe_and_start() -> (
+    None
+):
+    b = TansuBroker()  # its port is chosen; nothing listens there yet
+    k = StreamSettings(kafka={"bootstrap_servers": b.bootstrap}).kafka
+    answers: list[bool] = []
+
+    async def probe() -> bool:
+        # up, although the broker is gone (it died after the round trip); the
+        # second time it is up for real
+        if answers:
+            b.start()
+        answers.append(True)
+        return True
+
+    first = (kafka_producer(k),)
+    try:
+        started = start_clients(
+            first,
+            lambda: (kafka_producer(k),),
+            probe,
+            b.bootstrap,
+            0.05,
+            asyncio.Event(),
+        )
+        clients = await asyncio.wait_for(started, 60.0)
+        assert clients is not None
+        assert len(answers) == 2  # one failed bootstrap, then the broker again
+        assert clients is not first  # fresh ones after the failed try
+        topic = f"t.{uuid.uuid4().hex[:8]}"
+        await create_topics(b.bootstrap, [topic], partitions=1)
+        ack = await clients[0].send(topic, b"v")
+        assert (await ack).offset == 0
+        await clients[0].stop()
+    finally:
+        b.stop()
+
+
+async def test_start_clients_gives_up_when_stopped_during_an_outage() -> None:
+    b = TansuBroker()  # never started
+    k = StreamSettings(kafka={"bootstrap_servers": b.bootstrap}).kafka
+    stop = asyncio.Event()
+
+    async def probe() -> bool:
+        return True  # stale: the broker is not there
+
+    async def sigterm() -> None:
+        await asyncio.sleep(0.5)
+        stop.set()
+
+    def fresh() -> tuple[AIOKafkaProducer]:
+        return (kafka_producer(k),)
+
+    stopper = asyncio.create_task(sigterm())
+    # after the failed start it waits out its 60 s poll only until the stop
+    started = start_clients(fresh(), fresh, probe, b.bootstrap, 60.0, stop)
+    assert await asyncio.wait_for(started, 30.0) is None
+    await stopper

@@ -70,12 +70,39 @@ def native_png224(bench: Path, split: str, fs: FeatureSet) -> Mask:
 
 
 def auc_acc(
-    scores: npt.NDArray[np.float64], fake: Mask, real: Mask, thr: float
+    scores: npt.NDArray[np.float64],
+    fake: Mask,
+    real: Mask,
+    thr: float,
+    *,
+    balanced: bool = False,
 ) -> tuple[float, float]:
-    """AUC of `fake` against `real` rows, and their accuracy at ``score >= thr``."""
+    """AUC of `fake` against `real` rows, and their accuracy at ``score >= thr``.
+
+    With `balanced`, the accuracy is the mean of TPR and 1 - FPR (for a view whose
+    classes differ in size, scored as a balanced set would be).
+    """
     y = np.r_[np.ones(fake.sum()), np.zeros(real.sum())]
     s = np.r_[scores[fake], scores[real]]
-    return float(roc_auc_score(y, s)), float(np.mean((s >= thr) == y))
+    right = (s >= thr) == y
+    acc = (
+        (right[y == 1].mean() + right[y == 0].mean()) / 2 if balanced else right.mean()
+    )
+    return float(roc_auc_score(y, s)), float(acc)
+
+
+def acceptance_view(
+    fams: npt.NDArray[np.str_], y: npt.NDArray[np.int64], png: Mask, fam: str
+) -> tuple[Mask, Mask]:
+    """The acceptance set's shape with `fam` held out: (fakes, reals).
+
+    `fam`'s native 224 px PNG fakes, and the native 224 px PNG reals of the
+    plain-photo families but `fam` (6-9 reals per fake; the acceptance set itself
+    is balanced, so accuracies in this view are balanced ones).
+    """
+    fake = (fams == fam) & (y == 1) & png
+    real = np.isin(fams, sorted(PLAIN_REALS - {fam})) & (y == 0) & png
+    return fake, real
 
 
 def held_out_cells(
@@ -87,11 +114,10 @@ def held_out_cells(
     thr: float,
 ) -> tuple[float, float, float, float]:
     """Held-out `fam`'s AUC and accuracy at `thr`: against its own reals, then in the
-    acceptance set's shape (its native PNG 224 fakes against plain PNG 224 reals)."""
-    fake = (fams == fam) & (y == 1)
-    plain = np.isin(fams, sorted(PLAIN_REALS - {fam})) & (y == 0) & png
-    own = auc_acc(scores, fake, (fams == fam) & (y == 0), thr)
-    return (*own, *auc_acc(scores, fake & png, plain, thr))
+    acceptance set's shape (`acceptance_view`, balanced accuracy)."""
+    own = auc_acc(scores, (fams == fam) & (y == 1), (fams == fam) & (y == 0), thr)
+    fake, real = acceptance_view(fams, y, png, fam)
+    return (*own, *auc_acc(scores, fake, real, thr, balanced=True))
 
 
 def main(argv: list[str] | None = None) -> int:

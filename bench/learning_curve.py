@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     families = sorted(set(train.families))
     print(f"split {args.split}; probe threshold at 10 % FPR on the fold's cal reals")
     print("| train fraction | pairs/family | mean AUC | worst AUC (family) "
-          "| acc@thr | accept AUC | accept worst | accept acc |")  # fmt: skip
+          "| acc@thr | accept AUC | accept worst | accept bal. acc |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for fraction in (float(f) for f in args.fractions.split(",")):
         keep = stratified_fraction(train, fraction, args.seed)

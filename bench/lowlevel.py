@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     tfams, cfams = np.array(train.families), np.array(cal.families)
     rows: dict[str, list[tuple[float, ...]]] = {}
     print(f"split {args.split}; threshold at 10 % FPR on the fold's cal reals")
-    print("| held out | variant | AUC own reals | acc | accept AUC | accept acc |")
+    print("| held out | variant | AUC own reals | acc | accept AUC | accept bal. acc |")
     print("|---|---|---|---|---|---|")
     for fam in sorted(set(train.families)):
         keep_t = tfams != fam

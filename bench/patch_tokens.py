@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     fams, y = np.array(scored.families), scored.y
     rows: dict[str, list[tuple[float, ...]]] = {}
     print(f"split {args.split}; probe threshold at 10 % FPR on the fold's cal reals")
-    print("| held out | variant | AUC own reals | acc | accept AUC | accept acc |")
+    print("| held out | variant | AUC own reals | acc | accept AUC | accept bal. acc |")
     print("|---|---|---|---|---|---|")
     for fam in sorted(set(train.families)):
         c_cal, c_s = _fold_scores(train, cal, scored, fam)

@@ -33,7 +33,7 @@ unless said otherwise; the recipe is `serving.training.logistic.train_logreg_cv`
 
 Besides F's own (resolution-matched) reals, each split is also scored in the
 acceptance set's shape (``accept``): F's native 224 px PNG fakes against the native
-224 px PNG reals of the plain-photo families (`bench.families.PLAIN_REALS`) but F;
+224 px PNG reals of the plain-photo families but F (`bench.families.acceptance_view`);
 its accuracy is balanced (the mean of TPR and 1 − FPR at the 10 % threshold). On the
 calibration split this view may choose too.
 
@@ -55,7 +55,7 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from bench.families import PLAIN_REALS, native_png224
+from bench.families import acceptance_view, native_png224
 from serving.features import FeatureSet
 from serving.jobs import encoder_for, features_for
 from serving.scoring.views import FeatureLayout, FeatureView
@@ -291,8 +291,8 @@ def run(name: str, fit: Fit, data: dict[str, Data], verbose: bool) -> None:
             d = data[split.split()[-1]]
             held = d.fam == fam
             if split.startswith("accept"):
-                plain = np.isin(d.fam, sorted(PLAIN_REALS - {fam})) & (d.y == 0)
-                held = d.png & ((held & (d.y == 1)) | plain)
+                fake, real = acceptance_view(d.fam, d.y, d.png, fam)
+                held = fake | real
             s, y = score(d.rows(held)), d.y[held]
             into.append((
                 fam, float(roc_auc_score(y, s)), _acc(y, s, thr10, split),

@@ -42,11 +42,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
-from bench.families import benchmark_splits, held_out_cells, native_png224
+from bench.families import (
+    HeldOutTable,
+    Scores,
+    benchmark_splits,
+    native_png224,
+    standardised,
+)
 from serving.features import FeatureSet
 from serving.workflows import HeadOptions, fit_heads
 
-Scores = npt.NDArray[np.float64]
 Floats = npt.NDArray[np.float64]
 CROP = 224
 RADIAL_BINS = 24
@@ -155,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     png = native_png224(bench, args.split, scored)
     fams, y = np.array(scored.families), scored.y
     tfams, cfams = np.array(train.families), np.array(cal.families)
-    rows: dict[str, list[tuple[float, ...]]] = {}
-    print(f"split {args.split}; threshold at 10 % FPR on the fold's cal reals")
-    print("| held out | variant | AUC own reals | acc | accept AUC | accept bal. acc |")
-    print("|---|---|---|---|---|---|")
+    table = HeldOutTable(args.split, fams, y, png)
     for fam in sorted(set(train.families)):
         keep_t = tfams != fam
         keep_c = (cfams != fam) & (cal.y == 0)
@@ -168,26 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         c_s = probe.score(scored.x).astype(np.float64)
         low = _fit_low(ltrain[keep_t], train.y[keep_t], list(tfams[keep_t]))
         l_cal, l_s = _score_low(low, lcal[keep_c]), _score_low(low, lscored)
-        zc = [(r - r.mean()) / r.std() for r in (c_cal, l_cal)]
-        zs = [(s - r.mean()) / r.std() for r, s in ((c_cal, c_s), (l_cal, l_s))]
+        zc = [standardised(r, r) for r in (c_cal, l_cal)]
+        zs = [standardised(r, s) for r, s in ((c_cal, c_s), (l_cal, l_s))]
         variants = {"cls": (c_cal, c_s), "low": (l_cal, l_s)}
         for w in WEIGHTS:
             variants[f"cls+low {w}"] = (
                 (1 - w) * zc[0] + w * zc[1],
                 (1 - w) * zs[0] + w * zs[1],
             )
-        for name, (r, s) in variants.items():
-            cells = held_out_cells(s, fams, y, png, fam, float(np.quantile(r, 0.9)))
-            rows.setdefault(name, []).append(cells)
-            shown = " | ".join(f"{v:.3f}" for v in cells)
-            print(f"| {fam} | {name} | {shown} |", flush=True)
-    for name, vals in rows.items():
-        a = np.array(vals)
-        print(
-            f"| **mean** | {name} | {a[:, 0].mean():.4f} (worst {a[:, 0].min():.3f}) "
-            f"| {a[:, 1].mean():.3f} | {a[:, 2].mean():.4f} (worst {a[:, 2].min():.3f})"
-            f" | {a[:, 3].mean():.3f} |"
-        )
+        table.add(fam, variants)
+    table.print_means()
     return 0
 
 

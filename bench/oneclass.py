@@ -34,11 +34,16 @@ from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from bench.families import benchmark_splits, held_out_cells, native_png224
+from bench.families import (
+    HeldOutTable,
+    Scores,
+    benchmark_splits,
+    native_png224,
+    standardised,
+)
 from serving.scoring.views import FeatureLayout
 from serving.workflows import HeadOptions, fit_heads
 
-Scores = npt.NDArray[np.float64]
 Floats = npt.NDArray[np.float64]
 DIMS = (16, 64, 256)
 WEIGHTS = (0.25, 0.5)
@@ -68,10 +73,6 @@ class RealGaussian:
         return np.asarray(self.cov.mahalanobis(z), dtype=np.float64)
 
 
-def _z(ref: Scores, s: Scores) -> Scores:
-    return np.asarray((s - ref.mean()) / ref.std(), dtype=np.float64)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Print, per held-out family, the variants' AUC and accuracy."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     png = native_png224(bench, args.split, scored)
     fams, y = np.array(scored.families), scored.y
     tfams, cfams = np.array(train.families), np.array(cal.families)
-    rows: dict[str, list[tuple[float, ...]]] = {}
-    print(f"split {args.split}; threshold at 10 % FPR on the fold's cal reals")
-    print("| held out | variant | AUC own reals | acc | accept AUC | accept bal. acc |")
-    print("|---|---|---|---|---|---|")
+    table = HeldOutTable(args.split, fams, y, png)
     for fam in sorted(set(train.families)):
         keep_t = tfams != fam
         keep_c = (cfams != fam) & (cal.y == 0)
@@ -106,21 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             variants[f"oc {k}"] = (o_cal, o_s)
             for w in WEIGHTS:
                 variants[f"cls+oc {k} {w}"] = (
-                    (1 - w) * _z(c_cal, c_cal) + w * _z(o_cal, o_cal),
-                    (1 - w) * _z(c_cal, c_s) + w * _z(o_cal, o_s),
+                    (1 - w) * standardised(c_cal, c_cal)
+                    + w * standardised(o_cal, o_cal),
+                    (1 - w) * standardised(c_cal, c_s) + w * standardised(o_cal, o_s),
                 )
-        for name, (r, s) in variants.items():
-            cells = held_out_cells(s, fams, y, png, fam, float(np.quantile(r, 0.9)))
-            rows.setdefault(name, []).append(cells)
-            shown = " | ".join(f"{v:.3f}" for v in cells)
-            print(f"| {fam} | {name} | {shown} |", flush=True)
-    for name, vals in rows.items():
-        a = np.array(vals)
-        print(
-            f"| **mean** | {name} | {a[:, 0].mean():.4f} (worst {a[:, 0].min():.3f}) "
-            f"| {a[:, 1].mean():.3f} | {a[:, 2].mean():.4f} (worst {a[:, 2].min():.3f})"
-            f" | {a[:, 3].mean():.3f} |"
-        )
+        table.add(fam, variants)
+    table.print_means()
     return 0
 
 

@@ -28,9 +28,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
-from bench.families import benchmark_splits, held_out_cells, native_png224
+from bench.families import (
+    HeldOutTable,
+    Scores,
+    benchmark_splits,
+    native_png224,
+    standardised,
+)
 from serving.encoders.layer_graph import CLS_OUTPUT
 from serving.encoders.onnx_clip import (
     OnnxClipEncoder,
@@ -41,8 +46,6 @@ from serving.features import FeatureSet
 from serving.jobs import features_for
 from serving.settings import ServingSettings
 from serving.workflows import HeadOptions, fit_heads
-
-Scores = npt.NDArray[np.float64]
 
 
 def patch_mean_graph(source: Path, target: Path) -> Path:
@@ -124,32 +127,19 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("feature rows out of order")
     png = native_png224(bench, args.split, scored)
     fams, y = np.array(scored.families), scored.y
-    rows: dict[str, list[tuple[float, ...]]] = {}
-    print(f"split {args.split}; probe threshold at 10 % FPR on the fold's cal reals")
-    print("| held out | variant | AUC own reals | acc | accept AUC | accept bal. acc |")
-    print("|---|---|---|---|---|---|")
+    table = HeldOutTable(args.split, fams, y, png)
     for fam in sorted(set(train.families)):
         c_cal, c_s = _fold_scores(train, cal, scored, fam)
         p_cal, p_s = _fold_scores(ptrain, pcal, pscored, fam)
-        z = [(s - r.mean()) / r.std() for r, s in ((c_cal, c_s), (p_cal, p_s))]
-        zc = [(r - r.mean()) / r.std() for r in (c_cal, p_cal)]
+        z = [standardised(r, s) for r, s in ((c_cal, c_s), (p_cal, p_s))]
+        zc = [standardised(r, r) for r in (c_cal, p_cal)]
         variants = {
             "cls": (c_cal, c_s),
             "patch": (p_cal, p_s),
             "cls+patch": ((zc[0] + zc[1]) / 2, (z[0] + z[1]) / 2),
         }
-        for name, (r, s) in variants.items():
-            cells = held_out_cells(s, fams, y, png, fam, float(np.quantile(r, 0.9)))
-            rows.setdefault(name, []).append(cells)
-            shown = " | ".join(f"{v:.3f}" for v in cells)
-            print(f"| {fam} | {name} | {shown} |", flush=True)
-    for name, vals in rows.items():
-        a = np.array(vals)
-        print(
-            f"| **mean** | {name} | {a[:, 0].mean():.4f} (worst {a[:, 0].min():.3f}) "
-            f"| {a[:, 1].mean():.3f} | {a[:, 2].mean():.4f} (worst {a[:, 2].min():.3f})"
-            f" | {a[:, 3].mean():.3f} |"
-        )
+        table.add(fam, variants)
+    table.print_means()
     return 0
 
 

@@ -89,13 +89,19 @@ async def test_prometheus_scrapes_worker_and_triton_and_evaluates_rules(
                 "verdict counters",
             )
             # Triton refreshes its metrics every 2 s: wait for every image encoded
+            # and the pipeline model's success, which it counts after the encoder's
+            # (a scrape in between saw the encoder at 6 and the pipeline at 0)
             await _until(
                 lambda: (
                     prom.value('nv_inference_count{model="clip_image_encoder"}')
                     >= len(good)
+                    and prom.value(
+                        'nv_inference_request_success{model="synthguard_detector"}'
+                    )
+                    >= 1
                 ),
                 30,
-                "Triton's encoder count",
+                "Triton's encoder and pipeline counts",
             )
             _assert_counters_and_histograms(prom, len(good))
             _assert_every_named_metric_has_series(prom)

@@ -19,7 +19,9 @@ and scored three ways:
 
     python -m bench.decisions --home .synthguard            # 11 folds, ~6 min idle
 
-Only the ``cal`` columns may choose anything; the others are for information.
+Only the ``cal`` columns may choose anything; the others are for information. A
+last table gives each candidate's calibration-split AUC gap to the best candidate,
+paired by fold, with its standard error.
 """
 
 from __future__ import annotations
@@ -149,7 +151,31 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"|   {r.domain} | | | | {r.auc:.3f} | {r.acc:.3f} "
                       f"| {r.tpr_at_fpr1:.3f} | {q.auc:.3f} | {q.fake_acc:.3f} "
                       f"| {1 - q.real_acc:.3f} | {_balanced(q):.3f} |")  # fmt: skip
+    print_gaps(results)
     return 0
+
+
+def print_gaps(
+    results: dict[tuple[tuple[str, ...], float], list[list[DomainResult]]],
+) -> None:
+    """Each candidate's cal AUC gap to the best one: mean and standard error over folds.
+
+    The folds are paired (the same held-out family), so the spread of the per-fold
+    differences says whether a gap is larger than the folds' noise.
+    """
+    # the AUC does not depend on the operating point: one row per candidate
+    cal: dict[tuple[str, ...], npt.NDArray[np.float64]] = {}
+    for (members, _fpr), per_fold in results.items():
+        cal.setdefault(members, np.array([rows[0].auc for rows in per_fold]))
+    best = max(cal, key=lambda members: float(cal[members].mean()))
+    print(f"\npaired cal AUC gap to the best ({'+'.join(best)})")
+    print("| candidate | gap (mean) | standard error | folds better |")
+    print("|---|---|---|---|")
+    for members, aucs in cal.items():
+        d = cal[best] - aucs
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        name = "+".join(SHORT.get(m, m) for m in members)
+        print(f"| {name} | {d.mean():+.4f} | {se:.4f} | {(d < 0).sum()} |")
 
 
 if __name__ == "__main__":

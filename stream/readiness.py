@@ -5,7 +5,8 @@ the kernel's handshake. The probe sends a Metadata request on its own admin clie
 and counts the broker as up only when the answer comes within ``timeout_s``. A
 success is reused for ``fresh_s``, so ``/readyz`` and ``/metrics`` scrapes add at most
 one request per ``fresh_s``; readiness therefore reflects the broker's state within
-``fresh_s + timeout_s``. Only changes of state are logged (the first failure as a
+``fresh_s + timeout_s``. A node that is not ready yet (a broker just started) is asked
+again within the deadline rather than counted as down. Only changes of state are logged (the first failure as a
 warning, the recovery as info; repeated failures at debug), because probes run on
 every scrape and every outage poll.
 """
@@ -17,12 +18,13 @@ import logging
 import time
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, NodeNotReadyError
 
 from stream.kafka_security import aiokafka_security
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
+_NOT_READY_RETRY_S = 0.05
 
 
 class BrokerRoundTrip:
@@ -69,7 +71,15 @@ class BrokerRoundTrip:
                 **aiokafka_security(k),
             )
             await self._admin.start()
-        await self._admin.describe_cluster()
+        while True:
+            try:
+                await self._admin.describe_cluster()
+            except NodeNotReadyError:
+                # a broker that has just started can answer the bootstrap before its
+                # metadata lists it (seen with Tansu): ask again within the deadline
+                await asyncio.sleep(_NOT_READY_RETRY_S)
+            else:
+                return
 
     async def close(self) -> None:
         """Close the admin client (a new one is made on the next probe)."""

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from aiokafka.errors import NodeNotReadyError
 
 from stream.readiness import BrokerRoundTrip
 from stream.settings import KafkaSettings
@@ -66,3 +67,34 @@ async def test_broker_probe_logs_changes_of_state_only(
         ("INFO", "broker round trip succ"),
         ("WARNING", "broker round trip fail"),
     ]
+
+
+class _Admin:
+    """Stands in for the probe's admin client: `not_ready` NodeNotReadyErrors first."""
+
+    def __init__(self, not_ready: int) -> None:
+        self.not_ready, self.calls = not_ready, 0
+
+    async def describe_cluster(self) -> None:
+        self.calls += 1
+        if self.calls <= self.not_ready:
+            raise NodeNotReadyError("node id None")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_broker_probe_asks_again_while_a_fresh_broker_is_not_ready() -> None:
+    probe = BrokerRoundTrip(KafkaSettings(), timeout_s=2.0)
+    admin = _Admin(not_ready=3)
+    probe._admin = admin  # type: ignore[assignment]
+    # before, the first NodeNotReadyError counted the broker as down (and closing the
+    # half-connected client logged an unclosed-connection error)
+    assert await probe()
+    assert admin.calls == 4
+
+
+async def test_broker_probe_still_fails_within_its_deadline_if_never_ready() -> None:
+    probe = BrokerRoundTrip(KafkaSettings(), timeout_s=0.3)
+    probe._admin = _Admin(not_ready=10**6)  # type: ignore[assignment]
+    assert not await asyncio.wait_for(probe(), 3.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,64 @@ class HeldOutTable:
                 f" | {a[:, 1].mean():.3f} | {a[:, 2].mean():.4f} (worst "
                 f"{a[:, 2].min():.3f}) | {a[:, 3].mean():.3f} |"
             )
+
+
+def probe_fold(
+    train: FeatureSet, cal: FeatureSet, scored: FeatureSet, fam: str
+) -> tuple[Scores, Scores]:
+    """The shipped probe fitted on train∖F: (cal∖F reals' scores, `scored`'s scores)."""
+    fold = train.select(np.array(train.families) != fam)
+    head = fit_heads(fold, ["linear_probe"], HeadOptions())["linear_probe"]
+    keep = (np.array(cal.families) != fam) & (cal.y == 0)
+    cal_reals = head.score(cal.x[keep]).astype(np.float64)
+    return cal_reals, head.score(scored.x).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    """What a variant benchmark reads: its ``--home`` / ``--split`` and the features.
+
+    Attributes:
+        home: The product's home (benchmark and feature cache).
+        split: The scored split, ``cal`` (selection) or ``test`` (information).
+        bench: The benchmark directory.
+        train: Training split features.
+        cal: Calibration split features.
+        test: Test split features.
+    """
+
+    home: Path
+    split: str
+    bench: Path
+    train: FeatureSet
+    cal: FeatureSet
+    test: FeatureSet
+
+    @classmethod
+    def from_argv(cls, argv: list[str] | None, doc: str) -> VariantRun:
+        """Parse ``--home`` and ``--split`` (help from `doc`'s first line), load features."""
+        p = argparse.ArgumentParser(description=doc.splitlines()[0])
+        p.add_argument("--home", type=Path, default=Path(".synthguard"))
+        p.add_argument("--split", default="cal", choices=("cal", "test"))
+        args = p.parse_args(argv)
+        bench, train, cal, test = benchmark_splits(args.home)
+        return cls(args.home, args.split, bench, train, cal, test)
+
+    @property
+    def scored(self) -> FeatureSet:
+        """The scored split's features."""
+        return self.cal if self.split == "cal" else self.test
+
+    @property
+    def families(self) -> list[str]:
+        """The held-out families, in order."""
+        return sorted(set(self.train.families))
+
+    def table(self) -> HeldOutTable:
+        """The printed table for the scored split."""
+        scored = self.scored
+        png = native_png224(self.bench, self.split, scored)
+        return HeldOutTable(self.split, np.array(scored.families), scored.y, png)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,14 +22,13 @@ Selection reads the calibration split; the test split is for information only.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from bench.families import HeldOutTable, Scores, benchmark_splits, native_png224
+from bench.families import Scores, VariantRun
 from serving.features import FeatureSet, cached_features
 from serving.heads.base import Head
 from serving.jobs import encoder_for
@@ -77,18 +76,13 @@ def _score(head: Head, x: FeatureSet, flipped: FeatureSet | None) -> Scores:
 
 def main(argv: list[str] | None = None) -> int:
     """Print, per held-out family, the variants' AUC and accuracy."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--home", type=Path, default=Path(".synthguard"))
-    p.add_argument("--split", default="cal", choices=("cal", "test"))
-    args = p.parse_args(argv)
-    bench, train, cal, test = benchmark_splits(args.home)
-    scored = cal if args.split == "cal" else test
-    ftrain, fcal = mirrored(args.home, "train", train), mirrored(args.home, "cal", cal)
-    fscored = fcal if args.split == "cal" else mirrored(args.home, "test", test)
-    png = native_png224(bench, args.split, scored)
-    table = HeldOutTable(args.split, np.array(scored.families), scored.y, png)
+    run = VariantRun.from_argv(argv, __doc__)
+    train, cal, scored, home = run.train, run.cal, run.scored, run.home
+    ftrain, fcal = mirrored(home, "train", train), mirrored(home, "cal", cal)
+    fscored = fcal if run.split == "cal" else mirrored(home, "test", scored)
+    table = run.table()
     tfams, cfams = np.array(train.families), np.array(cal.families)
-    for fam in sorted(set(train.families)):
+    for fam in run.families:
         keep_t = tfams != fam
         reals = (cfams != fam) & (cal.y == 0)
         fold = train.select(keep_t)

@@ -32,7 +32,6 @@ Selection reads the calibration split; the test split is for information only.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +41,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
-from bench.families import (
-    HeldOutTable,
-    Scores,
-    benchmark_splits,
-    native_png224,
-    standardised,
-)
+from bench.families import Scores, VariantRun, probe_fold, standardised
 from serving.features import FeatureSet
-from serving.workflows import HeadOptions, fit_heads
 
 Floats = npt.NDArray[np.float64]
 CROP = 224
@@ -147,27 +139,18 @@ def _score_low(fitted: tuple[StandardScaler, LogisticRegression], x: Floats) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Print, per held-out family, the variants' AUC and accuracy."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--home", type=Path, default=Path(".synthguard"))
-    p.add_argument("--split", default="cal", choices=("cal", "test"))
-    args = p.parse_args(argv)
-    bench, train, cal, test = benchmark_splits(args.home)
-    scored = cal if args.split == "cal" else test
+    run = VariantRun.from_argv(argv, __doc__)
+    train, cal, scored, bench = run.train, run.cal, run.scored, run.bench
     ltrain, lcal = (
         pixel_features(bench / s, f) for s, f in (("train", train), ("cal", cal))
     )
-    lscored = lcal if args.split == "cal" else pixel_features(bench / "test", test)
-    png = native_png224(bench, args.split, scored)
-    fams, y = np.array(scored.families), scored.y
+    lscored = lcal if run.split == "cal" else pixel_features(bench / "test", scored)
     tfams, cfams = np.array(train.families), np.array(cal.families)
-    table = HeldOutTable(args.split, fams, y, png)
-    for fam in sorted(set(train.families)):
+    table = run.table()
+    for fam in run.families:
         keep_t = tfams != fam
         keep_c = (cfams != fam) & (cal.y == 0)
-        head = fit_heads(train.select(keep_t), ["linear_probe"], HeadOptions())
-        probe = head["linear_probe"]
-        c_cal = probe.score(cal.x[keep_c]).astype(np.float64)
-        c_s = probe.score(scored.x).astype(np.float64)
+        c_cal, c_s = probe_fold(train, cal, scored, fam)
         low = _fit_low(ltrain[keep_t], train.y[keep_t], list(tfams[keep_t]))
         l_cal, l_s = _score_low(low, lcal[keep_c]), _score_low(low, lscored)
         zc = [standardised(r, r) for r in (c_cal, l_cal)]

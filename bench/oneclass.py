@@ -25,24 +25,15 @@ Selection reads the calibration split; the test split is for information only.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import numpy.typing as npt
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from bench.families import (
-    HeldOutTable,
-    Scores,
-    benchmark_splits,
-    native_png224,
-    standardised,
-)
+from bench.families import Scores, VariantRun, probe_fold, standardised
 from serving.scoring.views import FeatureLayout
-from serving.workflows import HeadOptions, fit_heads
+from serving.workflows import HeadOptions
 
 Floats = npt.NDArray[np.float64]
 DIMS = (16, 64, 256)
@@ -75,28 +66,18 @@ class RealGaussian:
 
 def main(argv: list[str] | None = None) -> int:
     """Print, per held-out family, the variants' AUC and accuracy."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--home", type=Path, default=Path(".synthguard"))
-    p.add_argument("--split", default="cal", choices=("cal", "test"))
-    args = p.parse_args(argv)
-    bench, train, cal, test = benchmark_splits(args.home)
-    scored = cal if args.split == "cal" else test
+    run = VariantRun.from_argv(argv, __doc__)
+    train, cal, scored = run.train, run.cal, run.scored
     view = HeadOptions().view(FeatureLayout.from_dict(train.meta.layout), "probe")
     vtrain, vcal, vscored = (
         view.apply(f.x).astype(np.float64) for f in (train, cal, scored)
     )
-    png = native_png224(bench, args.split, scored)
-    fams, y = np.array(scored.families), scored.y
     tfams, cfams = np.array(train.families), np.array(cal.families)
-    table = HeldOutTable(args.split, fams, y, png)
-    for fam in sorted(set(train.families)):
+    table = run.table()
+    for fam in run.families:
         keep_t = tfams != fam
         keep_c = (cfams != fam) & (cal.y == 0)
-        probe = fit_heads(train.select(keep_t), ["linear_probe"], HeadOptions())[
-            "linear_probe"
-        ]
-        c_cal = probe.score(cal.x[keep_c]).astype(np.float64)
-        c_s = probe.score(scored.x).astype(np.float64)
+        c_cal, c_s = probe_fold(train, cal, scored, fam)
         variants = {"cls": (c_cal, c_s)}
         for k in DIMS:
             oc = RealGaussian(k).fit(vtrain[keep_t & (train.y == 0)])

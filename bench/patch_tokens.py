@@ -24,28 +24,17 @@ Selection reads the calibration split; the test split is for information only.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import numpy as np
-
-from bench.families import (
-    HeldOutTable,
-    Scores,
-    benchmark_splits,
-    native_png224,
-    standardised,
-)
+from bench.families import VariantRun, probe_fold, standardised
 from serving.encoders.layer_graph import CLS_OUTPUT
 from serving.encoders.onnx_clip import (
     OnnxClipEncoder,
     default_cache_dir,
     derived_model,
 )
-from serving.features import FeatureSet
 from serving.jobs import features_for
 from serving.settings import ServingSettings
-from serving.workflows import HeadOptions, fit_heads
 
 
 def patch_mean_graph(source: Path, target: Path) -> Path:
@@ -92,45 +81,28 @@ def patch_mean_graph(source: Path, target: Path) -> Path:
     return target
 
 
-def _fold_scores(
-    train: FeatureSet, cal: FeatureSet, scored: FeatureSet, fam: str
-) -> tuple[Scores, Scores]:
-    """The probe fitted on train∖F: (cal∖F reals' scores, `scored`'s scores)."""
-    fold = train.select(np.array(train.families) != fam)
-    head = fit_heads(fold, ["linear_probe"], HeadOptions())["linear_probe"]
-    keep = (np.array(cal.families) != fam) & (cal.y == 0)
-    cal_reals = head.score(cal.x[keep]).astype(np.float64)
-    return cal_reals, head.score(scored.x).astype(np.float64)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Print, per held-out family, the three variants' AUC and accuracy."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--home", type=Path, default=Path(".synthguard"))
-    p.add_argument("--split", default="cal", choices=("cal", "test"))
-    args = p.parse_args(argv)
-    bench, train, cal, test = benchmark_splits(args.home)
+    run = VariantRun.from_argv(argv, __doc__)
+    train, cal, scored, bench = run.train, run.cal, run.scored, run.bench
     source = derived_model(default_cache_dir())
     graph = patch_mean_graph(source, source.with_name("patchmean-" + source.name))
     encoder = OnnxClipEncoder(model_path=graph)
-    settings = ServingSettings(home=args.home)
-    scored = cal if args.split == "cal" else test
+    settings = ServingSettings(home=run.home)
     # only the splits this run reads: the test split's extraction is 9 of 32 minutes
     ptrain, pcal = (
         features_for(settings, encoder, bench / s) for s in ("train", "cal")
     )
     pscored = (
-        pcal if args.split == "cal" else features_for(settings, encoder, bench / "test")
+        pcal if run.split == "cal" else features_for(settings, encoder, bench / "test")
     )
     for ours, theirs in ((train, ptrain), (cal, pcal), (scored, pscored)):
         if ours.paths != theirs.paths:
             raise SystemExit("feature rows out of order")
-    png = native_png224(bench, args.split, scored)
-    fams, y = np.array(scored.families), scored.y
-    table = HeldOutTable(args.split, fams, y, png)
-    for fam in sorted(set(train.families)):
-        c_cal, c_s = _fold_scores(train, cal, scored, fam)
-        p_cal, p_s = _fold_scores(ptrain, pcal, pscored, fam)
+    table = run.table()
+    for fam in run.families:
+        c_cal, c_s = probe_fold(train, cal, scored, fam)
+        p_cal, p_s = probe_fold(ptrain, pcal, pscored, fam)
         z = [standardised(r, s) for r, s in ((c_cal, c_s), (p_cal, p_s))]
         zc = [standardised(r, r) for r in (c_cal, p_cal)]
         variants = {

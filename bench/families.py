@@ -228,6 +228,12 @@ class VariantRun:
         """The held-out families, in order."""
         return sorted(set(self.train.families))
 
+    def fold_masks(self, fam: str) -> tuple[Mask, Mask]:
+        """Held-out `fam`'s fold: the rows of train∖F, and the reals of cal∖F."""
+        keep_train = np.array(self.train.families) != fam
+        cal_reals = (np.array(self.cal.families) != fam) & (self.cal.y == 0)
+        return keep_train, cal_reals
+
     def table(self) -> HeldOutTable:
         """The printed table for the scored split."""
         scored = self.scored

@@ -81,10 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ftrain, fcal = mirrored(home, "train", train), mirrored(home, "cal", cal)
     fscored = fcal if run.split == "cal" else mirrored(home, "test", scored)
     table = run.table()
-    tfams, cfams = np.array(train.families), np.array(cal.families)
     for fam in run.families:
-        keep_t = tfams != fam
-        reals = (cfams != fam) & (cal.y == 0)
+        keep_t, reals = run.fold_masks(fam)
         fold = train.select(keep_t)
         probes = {
             "cls": fold,

@@ -145,13 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         pixel_features(bench / s, f) for s, f in (("train", train), ("cal", cal))
     )
     lscored = lcal if run.split == "cal" else pixel_features(bench / "test", scored)
-    tfams, cfams = np.array(train.families), np.array(cal.families)
     table = run.table()
     for fam in run.families:
-        keep_t = tfams != fam
-        keep_c = (cfams != fam) & (cal.y == 0)
+        keep_t, keep_c = run.fold_masks(fam)
         c_cal, c_s = probe_fold(train, cal, scored, fam)
-        low = _fit_low(ltrain[keep_t], train.y[keep_t], list(tfams[keep_t]))
+        fams = list(np.array(train.families)[keep_t])
+        low = _fit_low(ltrain[keep_t], train.y[keep_t], fams)
         l_cal, l_s = _score_low(low, lcal[keep_c]), _score_low(low, lscored)
         zc = [standardised(r, r) for r in (c_cal, l_cal)]
         zs = [standardised(r, s) for r, s in ((c_cal, c_s), (l_cal, l_s))]

@@ -72,11 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     vtrain, vcal, vscored = (
         view.apply(f.x).astype(np.float64) for f in (train, cal, scored)
     )
-    tfams, cfams = np.array(train.families), np.array(cal.families)
     table = run.table()
     for fam in run.families:
-        keep_t = tfams != fam
-        keep_c = (cfams != fam) & (cal.y == 0)
+        keep_t, keep_c = run.fold_masks(fam)
         c_cal, c_s = probe_fold(train, cal, scored, fam)
         variants = {"cls": (c_cal, c_s)}
         for k in DIMS:

@@ -40,21 +40,24 @@ def _hflip(img: Image.Image) -> Image.Image:
     return img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
-def mirrored(home: Path, split: str, plain: FeatureSet) -> FeatureSet:
-    """Features of `split`'s images mirrored, in `plain`'s row order (cached)."""
+def mirrored(home: Path, splits: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
+    """Features of each split's images mirrored, in its plain rows' order (cached)."""
     settings = ServingSettings(home=home)
-    root = settings.bench_dir / split
-    fs = cached_features(
-        settings.cache_dir,
-        root,
-        dataset_items(root),
-        encoder_for(settings),
-        settings.policy,
-        ("hflip", _hflip),
-    )
-    if fs.paths != plain.paths:
-        raise SystemExit(f"{split}: mirrored rows out of order")
-    return fs
+    encoder = encoder_for(settings)  # one encoder for every split
+    out = {}
+    for split, plain in splits.items():
+        root = settings.bench_dir / split
+        out[split] = cached_features(
+            settings.cache_dir,
+            root,
+            dataset_items(root),
+            encoder,
+            settings.policy,
+            ("hflip", _hflip),
+        )
+        if out[split].paths != plain.paths:
+            raise SystemExit(f"{split}: mirrored rows out of order")
+    return out
 
 
 def _stack(a: FeatureSet, b: FeatureSet) -> FeatureSet:
@@ -78,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     """Print, per held-out family, the variants' AUC and accuracy."""
     run = VariantRun.from_argv(argv, __doc__)
     train, cal, scored, home = run.train, run.cal, run.scored, run.home
-    ftrain, fcal = mirrored(home, "train", train), mirrored(home, "cal", cal)
-    fscored = fcal if run.split == "cal" else mirrored(home, "test", scored)
+    flipped = mirrored(home, {"train": train, "cal": cal, run.split: scored})
+    ftrain, fcal, fscored = flipped["train"], flipped["cal"], flipped[run.split]
     table = run.table()
     for fam in run.families:
         keep_t, reals = run.fold_masks(fam)

@@ -5,10 +5,10 @@ the kernel's handshake. The probe sends a Metadata request on its own admin clie
 and counts the broker as up only when the answer comes within ``timeout_s``. A
 success is reused for ``fresh_s``, so ``/readyz`` and ``/metrics`` scrapes add at most
 one request per ``fresh_s``; readiness therefore reflects the broker's state within
-``fresh_s + timeout_s``. A node that is not ready yet (a broker just started) is asked
-again within the deadline rather than counted as down. Only changes of state are logged (the first failure as a
-warning, the recovery as info; repeated failures at debug), because probes run on
-every scrape and every outage poll.
+``fresh_s + timeout_s``. A node that is not ready yet (a broker just started) is
+asked again within the deadline rather than counted as down. Only changes of state
+are logged (the first failure as a warning, the recovery as info; repeated failures
+at debug), because probes run on every scrape and every outage poll.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from stream.dev.broker import TansuBroker, create_topics, locate_tansu
 from stream.dev.produce import producer
 from stream.errors import FatalError
 from stream.readiness import close_probe
+from stream.runners.clients import consumer_options
 from stream.runners.clients import producer as kafka_producer
 from stream.runners.common import start_clients
 from stream.settings import StreamSettings
@@ -123,25 +124,27 @@ async def test_start_clients_rebuilds_them_when_the_broker_goes_between_probe_an
         answers.append(True)
         return True
 
-    first = (kafka_producer(k),)
+    def fresh() -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        # what the runners start: a consumer, then a producer
+        return AIOKafkaConsumer(**consumer_options(k, "g")), kafka_producer(k)
+
+    first = fresh()
     try:
-        started = start_clients(
-            first,
-            lambda: (kafka_producer(k),),
-            probe,
-            b.bootstrap,
-            0.05,
-            asyncio.Event(),
-        )
+        started = start_clients(first, fresh, probe, b.bootstrap, 0.05, asyncio.Event())
         clients = await asyncio.wait_for(started, 60.0)
         assert clients is not None
         assert len(answers) == 2  # one failed bootstrap, then the broker again
         assert clients is not first  # fresh ones after the failed try
+        consumer, prod = clients
         topic = f"t.{uuid.uuid4().hex[:8]}"
         await create_topics(b.bootstrap, [topic], partitions=1)
-        ack = await clients[0].send(topic, b"v")
+        ack = await prod.send(topic, b"v")
         assert (await ack).offset == 0
-        await clients[0].stop()
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        assert (await consumer.end_offsets([tp]))[tp] == 1  # the consumer works too
+        await prod.stop()
+        await consumer.stop()
     finally:
         b.stop()
 
